@@ -1,0 +1,548 @@
+//! In-memory implementations of the ports, for unit tests of the use cases and handlers.
+//! They keep the same conditional rules the real stores enforce.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::campaign::CampaignDefinition;
+use crate::contact::{Contact, ListSchema};
+use crate::email::EmailAddress;
+use crate::ids::{CampaignId, ListId, RunRef};
+use crate::job::SendJob;
+use crate::ledger::{DeliveryRecord, DeliveryState, LedgerCounts, Outcome};
+use crate::ports::*;
+use crate::run::{FanoutProgress, RunRecord, RunState};
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("fake store lock")
+}
+
+#[derive(Default)]
+pub struct FakeContacts {
+    pub lists: Mutex<BTreeMap<ListId, BTreeMap<EmailAddress, Contact>>>,
+    pub last_sent: Mutex<HashMap<EmailAddress, (RunRef, String)>>,
+    pub schemas: Mutex<HashMap<ListId, ListSchema>>,
+}
+
+impl FakeContacts {
+    pub fn with(list: &ListId, contacts: Vec<Contact>) -> FakeContacts {
+        let fake = FakeContacts::default();
+        locked(&fake.lists).insert(
+            list.clone(),
+            contacts.into_iter().map(|c| (c.email.clone(), c)).collect(),
+        );
+        fake
+    }
+}
+
+#[async_trait]
+impl ContactStore for FakeContacts {
+    async fn page(
+        &self,
+        list: &ListId,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ContactPage, StoreError> {
+        let lists = locked(&self.lists);
+        let Some(contacts) = lists.get(list) else {
+            return Ok(ContactPage::default());
+        };
+        let after = cursor.map(str::to_owned);
+        let mut page: Vec<Contact> = contacts
+            .values()
+            .filter(|c| after.as_deref().is_none_or(|a| c.email.as_str() > a))
+            .take(limit as usize + 1)
+            .cloned()
+            .collect();
+        let next = if page.len() > limit as usize {
+            page.pop();
+            page.last().map(|c| c.email.as_str().to_owned())
+        } else {
+            None
+        };
+        Ok(ContactPage {
+            contacts: page,
+            unreadable: Vec::new(),
+            next,
+        })
+    }
+
+    async fn get(
+        &self,
+        list: &ListId,
+        email: &EmailAddress,
+    ) -> Result<Option<Contact>, StoreError> {
+        Ok(locked(&self.lists)
+            .get(list)
+            .and_then(|contacts| contacts.get(email))
+            .cloned())
+    }
+
+    async fn put_many(&self, list: &ListId, contacts: &[Contact]) -> Result<PutReport, StoreError> {
+        let mut lists = locked(&self.lists);
+        let stored = lists.entry(list.clone()).or_default();
+        for contact in contacts {
+            stored.insert(contact.email.clone(), contact.clone());
+        }
+        Ok(PutReport {
+            written: contacts.len() as u64,
+            retried: 0,
+        })
+    }
+
+    async fn record_last_sent(
+        &self,
+        _list: &ListId,
+        email: &EmailAddress,
+        run: &RunRef,
+        result: &str,
+        _at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        locked(&self.last_sent).insert(email.clone(), (run.clone(), result.to_owned()));
+        Ok(())
+    }
+
+    async fn schema(&self, list: &ListId) -> Result<Option<ListSchema>, StoreError> {
+        Ok(locked(&self.schemas).get(list).cloned())
+    }
+
+    async fn merge_schema(&self, list: &ListId, observed: &ListSchema) -> Result<(), StoreError> {
+        locked(&self.schemas)
+            .entry(list.clone())
+            .or_default()
+            .merge(observed);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeCampaigns {
+    pub campaigns: Mutex<HashMap<CampaignId, CampaignDefinition>>,
+}
+
+#[async_trait]
+impl CampaignStore for FakeCampaigns {
+    async fn create(&self, definition: &CampaignDefinition) -> Result<bool, StoreError> {
+        let id = CampaignId::parse(&definition.id)
+            .map_err(|err| StoreError::new("create campaign", err.to_string(), false))?;
+        let mut campaigns = locked(&self.campaigns);
+        if campaigns.contains_key(&id) {
+            return Ok(false);
+        }
+        campaigns.insert(id, definition.clone());
+        Ok(true)
+    }
+
+    async fn get(&self, id: &CampaignId) -> Result<Option<CampaignDefinition>, StoreError> {
+        Ok(locked(&self.campaigns).get(id).cloned())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeRuns {
+    pub runs: Mutex<HashMap<RunRef, RunRecord>>,
+}
+
+#[async_trait]
+impl RunStore for FakeRuns {
+    async fn start(&self, record: &RunRecord) -> Result<RunRecord, StoreError> {
+        Ok(locked(&self.runs)
+            .entry(record.run.clone())
+            .or_insert_with(|| record.clone())
+            .clone())
+    }
+
+    async fn get(&self, run: &RunRef) -> Result<Option<RunRecord>, StoreError> {
+        Ok(locked(&self.runs).get(run).cloned())
+    }
+
+    async fn acquire_lease(
+        &self,
+        run: &RunRef,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut runs = locked(&self.runs);
+        let Some(record) = runs.get_mut(run) else {
+            return Ok(false);
+        };
+        let free = record.lease_until.is_none_or(|held| held < now)
+            || record.lease_owner.as_deref() == Some(owner);
+        if free {
+            record.lease_owner = Some(owner.to_owned());
+            record.lease_until = Some(until);
+        }
+        Ok(free)
+    }
+
+    async fn checkpoint(
+        &self,
+        run: &RunRef,
+        owner: &str,
+        cursor: Option<&str>,
+        progress: &FanoutProgress,
+        complete: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut runs = locked(&self.runs);
+        let Some(record) = runs.get_mut(run) else {
+            return Ok(false);
+        };
+        if record.lease_owner.as_deref() != Some(owner) {
+            return Ok(false);
+        }
+        record.cursor = cursor.map(str::to_owned);
+        record.progress = progress.clone();
+        if complete {
+            record.fanout_complete = true;
+            record.fanout_completed_at = Some(now);
+            record.lease_owner = None;
+            record.lease_until = None;
+            if record.state == RunState::FanningOut {
+                record.state = RunState::Sending;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn release_lease(&self, run: &RunRef, owner: &str) -> Result<(), StoreError> {
+        if let Some(record) = locked(&self.runs).get_mut(run)
+            && record.lease_owner.as_deref() == Some(owner)
+        {
+            record.lease_owner = None;
+            record.lease_until = None;
+        }
+        Ok(())
+    }
+
+    async fn pause(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(record) = locked(&self.runs).get_mut(run)
+            && record.state.allows_sending()
+        {
+            record.state = RunState::Paused;
+            record.pause_reason = Some(reason.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError> {
+        let mut runs: Vec<RunRecord> = locked(&self.runs)
+            .values()
+            .filter(|r| &r.run.campaign_id == campaign)
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| b.run.run_id.cmp(&a.run.run_id));
+        Ok(runs)
+    }
+}
+
+#[derive(Default)]
+pub struct FakeLedger {
+    pub records: Mutex<HashMap<(RunRef, EmailAddress), DeliveryRecord>>,
+    /// Operations (by name) that fail with a retryable error, for store-outage tests.
+    pub failing: Mutex<HashSet<&'static str>>,
+}
+
+impl FakeLedger {
+    fn fail_if(&self, operation: &'static str) -> Result<(), StoreError> {
+        if locked(&self.failing).contains(operation) {
+            return Err(StoreError::new(operation, "injected outage", true));
+        }
+        Ok(())
+    }
+
+    pub fn state(&self, run: &RunRef, email: &EmailAddress) -> Option<DeliveryState> {
+        locked(&self.records)
+            .get(&(run.clone(), email.clone()))
+            .map(|r| r.state)
+    }
+
+    /// Puts a record as it would be left by someone else (e.g. a crashed sender).
+    pub fn insert(&self, run: &RunRef, record: DeliveryRecord) {
+        locked(&self.records).insert((run.clone(), record.email.clone()), record);
+    }
+}
+
+#[async_trait]
+impl Ledger for FakeLedger {
+    async fn claim(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError> {
+        self.fail_if("claim")?;
+        let mut records = locked(&self.records);
+        let key = (run.clone(), email.clone());
+        if let Some(existing) = records.get(&key) {
+            return Ok(ClaimResult::Existing(existing.clone()));
+        }
+        records.insert(
+            key,
+            DeliveryRecord {
+                email: email.clone(),
+                state: DeliveryState::Claimed,
+                claim_token: Some(token.to_owned()),
+                claimed_at: Some(now),
+                ses_message_id: None,
+                reason: None,
+                updated_at: now,
+            },
+        );
+        Ok(ClaimResult::Claimed)
+    }
+
+    async fn record_suppressed(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.fail_if("record_suppressed")?;
+        let mut records = locked(&self.records);
+        let key = (run.clone(), email.clone());
+        if records.contains_key(&key) {
+            return Ok(false);
+        }
+        records.insert(
+            key,
+            DeliveryRecord {
+                email: email.clone(),
+                state: DeliveryState::Suppressed,
+                claim_token: None,
+                claimed_at: None,
+                ses_message_id: None,
+                reason: Some(reason.to_owned()),
+                updated_at: now,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn complete(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.fail_if("complete")?;
+        let mut records = locked(&self.records);
+        let Some(record) = records.get_mut(&(run.clone(), email.clone())) else {
+            return Ok(false);
+        };
+        if record.state != DeliveryState::Claimed || record.claim_token.as_deref() != Some(token) {
+            return Ok(false);
+        }
+        record.state = outcome.state();
+        record.updated_at = now;
+        match outcome {
+            Outcome::Sent { ses_message_id } => {
+                record.ses_message_id = Some(ses_message_id.clone())
+            }
+            Outcome::Failed { reason } => record.reason = Some(reason.clone()),
+        }
+        Ok(true)
+    }
+
+    async fn release(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        self.fail_if("release")?;
+        let mut records = locked(&self.records);
+        let key = (run.clone(), email.clone());
+        if records.get(&key).is_some_and(|r| {
+            r.state == DeliveryState::Claimed && r.claim_token.as_deref() == Some(token)
+        }) {
+            records.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn mark_uncertain(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        stale_token: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.fail_if("mark_uncertain")?;
+        let mut records = locked(&self.records);
+        let Some(record) = records.get_mut(&(run.clone(), email.clone())) else {
+            return Ok(false);
+        };
+        if record.state != DeliveryState::Claimed || record.claim_token.as_deref() != stale_token {
+            return Ok(false);
+        }
+        record.state = DeliveryState::Uncertain;
+        record.updated_at = now;
+        Ok(true)
+    }
+
+    async fn counts(&self, run: &RunRef) -> Result<LedgerCounts, StoreError> {
+        let mut counts = LedgerCounts::default();
+        for ((r, _), record) in locked(&self.records).iter() {
+            if r == run {
+                counts.add(record.state);
+                if record.state == DeliveryState::Sent {
+                    counts.observe_sent_at(record.updated_at);
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn records(&self, run: &RunRef) -> Result<Vec<DeliveryRecord>, StoreError> {
+        Ok(locked(&self.records)
+            .iter()
+            .filter(|((r, _), _)| r == run)
+            .map(|(_, record)| record.clone())
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeSuppressions {
+    pub entries: Mutex<HashMap<EmailAddress, Suppression>>,
+}
+
+#[async_trait]
+impl SuppressionList for FakeSuppressions {
+    async fn check(
+        &self,
+        emails: &[EmailAddress],
+    ) -> Result<HashMap<EmailAddress, String>, StoreError> {
+        let entries = locked(&self.entries);
+        Ok(emails
+            .iter()
+            .filter_map(|e| entries.get(e).map(|s| (e.clone(), s.reason.clone())))
+            .collect())
+    }
+
+    async fn add(&self, suppression: &Suppression) -> Result<(), StoreError> {
+        locked(&self.entries).insert(suppression.email.clone(), suppression.clone());
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Suppression>, StoreError> {
+        Ok(locked(&self.entries).values().cloned().collect())
+    }
+}
+
+/// Records what is enqueued; can be told to fail after a number of successful calls.
+#[derive(Default)]
+pub struct FakeQueue {
+    pub jobs: Mutex<Vec<SendJob>>,
+    pub delayed: Mutex<Vec<(SendJob, Duration)>>,
+    pub fail_after_calls: Mutex<Option<u64>>,
+    calls: AtomicU64,
+}
+
+impl FakeQueue {
+    fn call(&self) -> Result<(), QueueError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if locked(&self.fail_after_calls).is_some_and(|limit| n >= limit) {
+            return Err(QueueError {
+                message: "injected queue outage".into(),
+                source: None,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn take_jobs(&self) -> Vec<SendJob> {
+        std::mem::take(&mut *locked(&self.jobs))
+    }
+
+    pub fn take_delayed(&self) -> Vec<(SendJob, Duration)> {
+        std::mem::take(&mut *locked(&self.delayed))
+    }
+}
+
+#[async_trait]
+impl JobQueue for FakeQueue {
+    async fn enqueue(&self, jobs: &[SendJob]) -> Result<(), QueueError> {
+        self.call()?;
+        locked(&self.jobs).extend_from_slice(jobs);
+        Ok(())
+    }
+
+    async fn enqueue_delayed(&self, job: &SendJob, delay: Duration) -> Result<(), QueueError> {
+        self.call()?;
+        locked(&self.delayed).push((job.clone(), delay));
+        Ok(())
+    }
+}
+
+/// An SES stand-in: accepts everything except what it is told to refuse.
+#[derive(Default)]
+pub struct FakeSender {
+    pub sent: Mutex<Vec<OutboundEmail>>,
+    /// Addresses answered with this error every time.
+    pub refuse: Mutex<HashMap<EmailAddress, SendError>>,
+    /// Every n-th call (1-based) is throttled.
+    pub throttle_every: Mutex<Option<u64>>,
+    calls: AtomicU64,
+}
+
+impl FakeSender {
+    pub fn error(class: SendErrorClass, code: &str) -> SendError {
+        SendError {
+            class,
+            code: code.to_owned(),
+            message: format!("injected {code}"),
+        }
+    }
+
+    pub fn sent_to(&self) -> Vec<EmailAddress> {
+        locked(&self.sent).iter().map(|e| e.to.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl EmailSender for FakeSender {
+    async fn send(&self, email: &OutboundEmail) -> Result<String, SendError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if locked(&self.throttle_every).is_some_and(|every| n.is_multiple_of(every)) {
+            return Err(FakeSender::error(
+                SendErrorClass::Throttled,
+                "TooManyRequestsException",
+            ));
+        }
+        if let Some(err) = locked(&self.refuse).get(&email.to) {
+            return Err(err.clone());
+        }
+        locked(&self.sent).push(email.clone());
+        Ok(format!("fake-{n:08}"))
+    }
+}
+
+#[derive(Default)]
+pub struct FakeRejects {
+    pub rejected: Mutex<Vec<RejectedInput>>,
+}
+
+#[async_trait]
+impl RejectLog for FakeRejects {
+    async fn record(&self, rejected: &RejectedInput) -> Result<(), StoreError> {
+        locked(&self.rejected).push(rejected.clone());
+        Ok(())
+    }
+}

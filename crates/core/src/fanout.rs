@@ -1,0 +1,229 @@
+//! The fan-out: reads a run's audience page by page, applies the segment and enqueues the
+//! selected recipients in jobs of up to 50, saving its cursor after every page. It stops
+//! before the Lambda deadline and is continued by a fresh invocation; a second invocation for
+//! the same run finds the lease taken, or the run done, and adds no second copy of the work.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::campaign::{Campaign, CampaignErrors};
+use crate::contact::Attributes;
+use crate::ids::{CampaignId, RunId, RunRef};
+use crate::job::{JobRecipient, MAX_RECIPIENTS_PER_JOB, SendJob};
+use crate::ports::{CampaignStore, ContactStore, JobQueue, QueueError, RunStore, StoreError};
+use crate::run::{FanoutProgress, RunRecord, RunState};
+
+/// What starts a run: EventBridge Scheduler's `Input`, with `<aws.scheduler.scheduled-time>`
+/// substituted, or the CLI's "start now".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanoutRequest {
+    pub campaign_id: CampaignId,
+    pub scheduled_time: DateTime<Utc>,
+}
+
+impl FanoutRequest {
+    pub fn run(&self) -> RunRef {
+        RunRef::new(
+            self.campaign_id.clone(),
+            RunId::from_scheduled_time(self.scheduled_time),
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FanoutSettings {
+    /// Contacts read per page (one store query each).
+    pub page_size: u32,
+    /// Recipients per SQS message, at most 50.
+    pub recipients_per_job: usize,
+    /// Time to keep in hand: when less is left, the invocation stops after its page and
+    /// hands over to a continuation.
+    pub reserve: Duration,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        FanoutSettings {
+            page_size: 500,
+            recipients_per_job: MAX_RECIPIENTS_PER_JOB,
+            reserve: Duration::from_secs(20),
+        }
+    }
+}
+
+pub struct FanoutPorts<'a> {
+    pub campaigns: &'a dyn CampaignStore,
+    pub runs: &'a dyn RunStore,
+    pub contacts: &'a dyn ContactStore,
+    pub queue: &'a dyn JobQueue,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum FanoutOutcome {
+    /// The whole audience is enqueued.
+    Completed {
+        run: RunRef,
+        progress: FanoutProgress,
+    },
+    /// Time ran short; a continuation must carry on from the saved cursor.
+    Continue {
+        run: RunRef,
+        progress: FanoutProgress,
+    },
+    /// An earlier invocation enqueued everything already.
+    AlreadyComplete {
+        run: RunRef,
+        progress: FanoutProgress,
+    },
+    /// Another invocation is fanning this run out right now.
+    Busy { run: RunRef },
+    /// The run is paused or cancelled.
+    Stopped { run: RunRef, state: RunState },
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum FanoutError {
+    #[error("campaign '{0}' does not exist")]
+    UnknownCampaign(CampaignId),
+    #[error("campaign '{id}' is stored but no longer valid:\n{errors}")]
+    InvalidCampaign {
+        id: CampaignId,
+        errors: CampaignErrors,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the fan-out lease of run {0} was lost to another invocation")]
+    LeaseLost(RunRef),
+}
+
+/// Keeps only the attributes the template reads: SQS carries no more than the mail needs.
+pub fn recipient_for(campaign: &Campaign, contact: crate::contact::Contact) -> JobRecipient {
+    let wanted = campaign.template.variables();
+    let attributes: Attributes = contact
+        .attributes
+        .into_iter()
+        .filter(|(name, _)| wanted.contains(name))
+        .collect();
+    JobRecipient {
+        email: contact.email,
+        attributes,
+    }
+}
+
+pub async fn fan_out(
+    ports: &FanoutPorts<'_>,
+    request: &FanoutRequest,
+    settings: &FanoutSettings,
+    owner: &str,
+    time_left: &(dyn Fn() -> Duration + Send + Sync),
+    now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+) -> Result<FanoutOutcome, FanoutError> {
+    let definition = ports
+        .campaigns
+        .get(&request.campaign_id)
+        .await?
+        .ok_or_else(|| FanoutError::UnknownCampaign(request.campaign_id.clone()))?;
+    let campaign = Campaign::from_definition(definition, None).map_err(|errors| {
+        FanoutError::InvalidCampaign {
+            id: request.campaign_id.clone(),
+            errors,
+        }
+    })?;
+    let run = request.run();
+    let record = ports
+        .runs
+        .start(&RunRecord::new(run.clone(), campaign.list.clone(), now()))
+        .await?;
+    if record.fanout_complete {
+        return Ok(FanoutOutcome::AlreadyComplete {
+            run,
+            progress: record.progress,
+        });
+    }
+    if !record.state.allows_sending() {
+        return Ok(FanoutOutcome::Stopped {
+            run,
+            state: record.state,
+        });
+    }
+    let lease_until = now()
+        + chrono::Duration::from_std(time_left()).unwrap_or_default()
+        + chrono::Duration::seconds(30);
+    if !ports
+        .runs
+        .acquire_lease(&run, owner, lease_until, now())
+        .await?
+    {
+        return Ok(FanoutOutcome::Busy { run });
+    }
+    // The lease may have been taken after a crash: read the cursor under our lease.
+    let record = ports.runs.get(&run).await?.unwrap_or(record);
+    let mut cursor = record.cursor;
+    let mut progress = record.progress;
+    let per_job = settings.recipients_per_job.clamp(1, MAX_RECIPIENTS_PER_JOB);
+    loop {
+        let page = ports
+            .contacts
+            .page(&campaign.list, cursor.as_deref(), settings.page_size)
+            .await?;
+        progress.pages += 1;
+        progress.contacts_read += page.contacts.len() as u64;
+        progress.unreadable += page.unreadable.len() as u64;
+        for (key, reason) in &page.unreadable {
+            tracing::warn!(run = %run, key = %key, reason = %reason, "unreadable contact skipped");
+        }
+        let mut selected = Vec::new();
+        for contact in page.contacts {
+            let verdict = match &campaign.segment {
+                None => Ok(true),
+                Some(segment) => segment.matches(&contact.email, &contact.attributes),
+            };
+            match verdict {
+                Ok(true) => selected.push(recipient_for(&campaign, contact)),
+                Ok(false) => progress.filtered += 1,
+                Err(err) => {
+                    progress.segment_errors += 1;
+                    tracing::debug!(run = %run, error = %err, "segment could not judge a contact");
+                }
+            }
+        }
+        progress.selected += selected.len() as u64;
+        let jobs: Vec<SendJob> = selected
+            .chunks(per_job)
+            .map(|chunk| SendJob::new(&run, 0, chunk.to_vec()))
+            .collect();
+        progress.messages += jobs.len() as u64;
+        ports.queue.enqueue(&jobs).await?;
+        let complete = page.next.is_none();
+        let saved = ports
+            .runs
+            .checkpoint(
+                &run,
+                owner,
+                page.next.as_deref(),
+                &progress,
+                complete,
+                now(),
+            )
+            .await?;
+        if !saved {
+            return Err(FanoutError::LeaseLost(run));
+        }
+        if complete {
+            tracing::info!(run = %run, selected = progress.selected, filtered = progress.filtered, messages = progress.messages, "fan-out complete");
+            return Ok(FanoutOutcome::Completed { run, progress });
+        }
+        cursor = page.next;
+        if time_left() < settings.reserve {
+            ports.runs.release_lease(&run, owner).await?;
+            tracing::info!(run = %run, pages = progress.pages, "fan-out hands over to a continuation");
+            return Ok(FanoutOutcome::Continue { run, progress });
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! hikyaku's domain: addresses, contacts, campaigns, templates, segments, runs, the delivery
+//! ledger and its rules, and the ports the AWS adapters implement. Nothing here talks to AWS, so
+//! every business rule is reachable by a unit test.
+
+pub mod campaign;
+pub mod contact;
+pub mod email;
+pub mod fanout;
+pub mod ids;
+pub mod import;
+pub mod job;
+pub mod ledger;
+pub mod logging;
+pub mod ports;
+pub mod run;
+pub mod segment;
+pub mod send;
+pub mod template;
+
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;

@@ -1,0 +1,280 @@
+//! The ports: what the use cases need from the outside world, one narrow trait per
+//! capability. `hikyaku-aws` implements them on DynamoDB, SQS and SES; `fakes` in memory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::campaign::CampaignDefinition;
+use crate::contact::{Contact, ListSchema};
+use crate::email::EmailAddress;
+use crate::ids::{CampaignId, ListId, RunRef};
+use crate::job::SendJob;
+use crate::ledger::{DeliveryRecord, LedgerCounts, Outcome};
+use crate::run::{FanoutProgress, RunRecord};
+
+/// A storage call that did not do its job. `retryable` says whether trying again later may
+/// work (throttling, timeouts, service errors) or not (a missing table, bad permissions).
+#[derive(thiserror::Error, Debug)]
+#[error("{operation} failed: {message}")]
+pub struct StoreError {
+    pub operation: &'static str,
+    pub message: String,
+    pub retryable: bool,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    pub fn new(operation: &'static str, message: impl Into<String>, retryable: bool) -> Self {
+        StoreError {
+            operation,
+            message: message.into(),
+            retryable,
+            source: None,
+        }
+    }
+}
+
+/// One page of a contact list. `unreadable` lists stored items that are not valid contacts
+/// (key and reason), so they are counted and reported instead of stopping the fan-out.
+#[derive(Clone, Debug, Default)]
+pub struct ContactPage {
+    pub contacts: Vec<Contact>,
+    pub unreadable: Vec<(String, String)>,
+    /// Token of the next page; `None` at the end of the list.
+    pub next: Option<String>,
+}
+
+/// What a bulk contact write did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutReport {
+    pub written: u64,
+    /// Batch items the store left unprocessed and that were written on a later try.
+    pub retried: u64,
+}
+
+#[async_trait]
+pub trait ContactStore: Send + Sync {
+    /// One page of the list, in a stable order, starting after `cursor`.
+    async fn page(
+        &self,
+        list: &ListId,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ContactPage, StoreError>;
+    async fn get(&self, list: &ListId, email: &EmailAddress)
+    -> Result<Option<Contact>, StoreError>;
+    /// Writes contacts as they are (a second write of the same contact changes nothing),
+    /// retrying what the store leaves unprocessed.
+    async fn put_many(&self, list: &ListId, contacts: &[Contact]) -> Result<PutReport, StoreError>;
+    /// The contact's latest delivery: kept apart from its attributes so a re-import never
+    /// erases it.
+    async fn record_last_sent(
+        &self,
+        list: &ListId,
+        email: &EmailAddress,
+        run: &RunRef,
+        result: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn schema(&self, list: &ListId) -> Result<Option<ListSchema>, StoreError>;
+    /// Merges what an import observed into the list's stored schema.
+    async fn merge_schema(&self, list: &ListId, observed: &ListSchema) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Stores a new campaign; `Ok(false)` when one with this id exists already.
+    async fn create(&self, definition: &CampaignDefinition) -> Result<bool, StoreError>;
+    async fn get(&self, id: &CampaignId) -> Result<Option<CampaignDefinition>, StoreError>;
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates the run if it does not exist; returns the stored record either way.
+    async fn start(&self, record: &RunRecord) -> Result<RunRecord, StoreError>;
+    async fn get(&self, run: &RunRef) -> Result<Option<RunRecord>, StoreError>;
+    /// Takes the fan-out lease if it is free or expired. `Ok(false)`: someone else holds it.
+    async fn acquire_lease(
+        &self,
+        run: &RunRef,
+        owner: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Saves the cursor and totals after a page, only while `owner` holds the lease
+    /// (`Ok(false)` when it does not). `complete` ends the fan-out and moves the run to
+    /// `sending` (unless it was paused meanwhile).
+    async fn checkpoint(
+        &self,
+        run: &RunRef,
+        owner: &str,
+        cursor: Option<&str>,
+        progress: &FanoutProgress,
+        complete: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease back, so a continuation can take it at once.
+    async fn release_lease(&self, run: &RunRef, owner: &str) -> Result<(), StoreError>;
+    /// Pauses a run that is fanning out or sending, with the reason.
+    async fn pause(&self, run: &RunRef, reason: &str, now: DateTime<Utc>)
+    -> Result<(), StoreError>;
+    /// The campaign's runs, newest first.
+    async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError>;
+}
+
+/// Result of trying to claim a recipient.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClaimResult {
+    Claimed,
+    Existing(DeliveryRecord),
+}
+
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Creates a `claimed` record held by `token`, only if the recipient has no record.
+    async fn claim(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError>;
+    /// Records a recipient refused by consent; `Ok(false)` if a record existed already.
+    async fn record_suppressed(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Ends the claim held by `token` with its outcome; `Ok(false)` if the claim was no
+    /// longer `token`'s.
+    async fn complete(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Deletes the claim held by `token` (nothing reached SES), so a later attempt may claim.
+    async fn release(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+    ) -> Result<(), StoreError>;
+    /// Turns an abandoned claim (still held by `stale_token`) into `uncertain`.
+    async fn mark_uncertain(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        stale_token: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn counts(&self, run: &RunRef) -> Result<LedgerCounts, StoreError>;
+    async fn records(&self, run: &RunRef) -> Result<Vec<DeliveryRecord>, StoreError>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suppression {
+    pub email: EmailAddress,
+    pub reason: String,
+    pub source: String,
+    pub at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait SuppressionList: Send + Sync {
+    /// The suppressed addresses among `emails` (at most 100 per call to the store), with
+    /// their reasons.
+    async fn check(
+        &self,
+        emails: &[EmailAddress],
+    ) -> Result<HashMap<EmailAddress, String>, StoreError>;
+    async fn add(&self, suppression: &Suppression) -> Result<(), StoreError>;
+    async fn list(&self) -> Result<Vec<Suppression>, StoreError>;
+}
+
+#[derive(thiserror::Error, Debug)]
+#[error("enqueue failed: {message}")]
+pub struct QueueError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues every job (in batches the queue allows), retrying entries the queue refused;
+    /// an error means some job may not be enqueued.
+    async fn enqueue(&self, jobs: &[SendJob]) -> Result<(), QueueError>;
+    /// Enqueues one job to be delivered after `delay` (at most 15 minutes).
+    async fn enqueue_delayed(&self, job: &SendJob, delay: Duration) -> Result<(), QueueError>;
+}
+
+/// A message ready for SES: one recipient, so SES adds the unsubscribe header and link.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboundEmail {
+    pub region: Option<String>,
+    pub from: String,
+    pub to: EmailAddress,
+    pub reply_to: Vec<EmailAddress>,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    pub configuration_set: Option<String>,
+    /// (contact list, topic) for SES `ListManagementOptions`.
+    pub list_management: Option<(String, Option<String>)>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// How a refused send is handled: the classes of DESIGN.md "Sending, in detail".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendErrorClass {
+    /// Rate exceeded: slow down and try again; never a failure of the recipient.
+    Throttled,
+    /// Timeouts, service errors, the connection: try again later.
+    Transient,
+    /// This message will never go (rejected content, bad parameter): the recipient fails.
+    Permanent,
+    /// The account or the campaign's settings stop every send (paused, suspended, domain not
+    /// verified, configuration set missing): pause the run.
+    Fatal,
+}
+
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[error("{code}: {message}")]
+pub struct SendError {
+    pub class: SendErrorClass,
+    /// The SES error's name, e.g. `MessageRejected`.
+    pub code: String,
+    pub message: String,
+}
+
+#[async_trait]
+pub trait EmailSender: Send + Sync {
+    /// Sends one message; the SES message id on success.
+    async fn send(&self, email: &OutboundEmail) -> Result<String, SendError>;
+}
+
+/// A record of an input that could not be used (a malformed queue message): kept for the
+/// operator instead of being retried forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedInput {
+    pub source: String,
+    pub id: String,
+    pub reason: String,
+    /// The start of the input, for diagnosis.
+    pub excerpt: String,
+    pub at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait RejectLog: Send + Sync {
+    async fn record(&self, rejected: &RejectedInput) -> Result<(), StoreError>;
+}

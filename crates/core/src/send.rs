@@ -1,0 +1,505 @@
+//! The sender's work on one job: consent, claim, render, send, record. Every recipient ends
+//! in a terminal ledger state or goes back to the queue; none is sent twice and none is lost.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::campaign::Campaign;
+use crate::email::EmailAddress;
+use crate::ids::{CampaignId, RunRef};
+use crate::job::{JobRecipient, SendJob};
+use crate::ledger::{ExistingClaim, Outcome, judge_existing};
+use crate::logging::shown;
+use crate::ports::{
+    CampaignStore, ClaimResult, ContactStore, EmailSender, JobQueue, Ledger, OutboundEmail,
+    QueueError, RunStore, SendError, SendErrorClass, StoreError, SuppressionList,
+};
+
+/// The `EmailTags` names that tie every SES event back to its campaign and run.
+pub const CAMPAIGN_TAG: &str = "hikyaku-campaign";
+pub const RUN_TAG: &str = "hikyaku-run";
+
+#[derive(Clone, Debug)]
+pub struct SendSettings {
+    /// Longer than the sender's function timeout: a claim older than this has no live holder.
+    pub claim_timeout: chrono::Duration,
+    /// First delay before recipients put back by throttling are tried again; doubled per
+    /// attempt up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Time to keep in hand: with less left, recipients not yet sent go back to the queue.
+    pub reserve: Duration,
+    /// How long a loaded campaign is trusted before it is read again.
+    pub campaign_ttl: Duration,
+}
+
+impl Default for SendSettings {
+    fn default() -> Self {
+        SendSettings {
+            claim_timeout: chrono::Duration::seconds(120),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            reserve: Duration::from_secs(5),
+            campaign_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SendSettings {
+    /// Delay before attempt `attempt` (1-based) of recipients put back.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+        self.retry_base.saturating_mul(factor).min(self.retry_max)
+    }
+}
+
+/// Per-instance bounds, kept for the life of the container: how many sends run at once and
+/// how many start per second.
+pub struct Throttle {
+    concurrency: Semaphore,
+    rate: Option<DefaultDirectRateLimiter>,
+}
+
+impl Throttle {
+    pub fn new(concurrency: usize, per_second: Option<NonZeroU32>) -> Throttle {
+        Throttle {
+            concurrency: Semaphore::new(concurrency.max(1)),
+            rate: per_second.map(|rate| RateLimiter::direct(Quota::per_second(rate))),
+        }
+    }
+}
+
+/// Campaigns loaded by this container, trusted for `campaign_ttl`.
+#[derive(Default)]
+pub struct CampaignCache {
+    entries: Mutex<HashMap<CampaignId, (Arc<Campaign>, Instant)>>,
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum CampaignLoadError {
+    #[error("campaign '{0}' does not exist")]
+    Unknown(CampaignId),
+    #[error("campaign '{id}' is not valid: {errors}")]
+    Invalid {
+        id: CampaignId,
+        errors: crate::campaign::CampaignErrors,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CampaignCache {
+    pub async fn load(
+        &self,
+        store: &dyn CampaignStore,
+        id: &CampaignId,
+        ttl: Duration,
+    ) -> Result<Arc<Campaign>, CampaignLoadError> {
+        if let Some((campaign, loaded)) = self.entries.lock().expect("cache lock").get(id)
+            && loaded.elapsed() < ttl
+        {
+            return Ok(campaign.clone());
+        }
+        let definition = store
+            .get(id)
+            .await?
+            .ok_or_else(|| CampaignLoadError::Unknown(id.clone()))?;
+        let campaign = Arc::new(
+            Campaign::from_definition(definition, None).map_err(|errors| {
+                CampaignLoadError::Invalid {
+                    id: id.clone(),
+                    errors,
+                }
+            })?,
+        );
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .insert(id.clone(), (campaign.clone(), Instant::now()));
+        Ok(campaign)
+    }
+}
+
+pub struct SendPorts<'a> {
+    pub campaigns: &'a dyn CampaignStore,
+    pub runs: &'a dyn RunStore,
+    pub ledger: &'a dyn Ledger,
+    pub suppressions: &'a dyn SuppressionList,
+    pub contacts: &'a dyn ContactStore,
+    pub sender: &'a dyn EmailSender,
+    pub queue: &'a dyn JobQueue,
+}
+
+/// What happened to a job's recipients.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobReport {
+    pub sent: u32,
+    pub failed: u32,
+    pub suppressed: u32,
+    /// Already in a terminal state (a redelivered or duplicated message).
+    pub already_done: u32,
+    pub uncertain: u32,
+    /// Put back on the queue for a later attempt (throttling, transient errors, time).
+    pub requeued: u32,
+    /// Not sent because the run is paused or cancelled; a resume enqueues them again.
+    pub held: u32,
+    /// Accepted by SES but the ledger could not record it: left `claimed`, so it turns
+    /// `uncertain`, never resent.
+    pub unrecorded: u32,
+}
+
+impl JobReport {
+    fn absorb(&mut self, step: Step) {
+        match step {
+            Step::Sent => self.sent += 1,
+            Step::Failed => self.failed += 1,
+            Step::Suppressed => self.suppressed += 1,
+            Step::AlreadyDone => self.already_done += 1,
+            Step::Uncertain => self.uncertain += 1,
+            Step::Held => self.held += 1,
+            Step::Unrecorded => {
+                self.unrecorded += 1;
+                self.requeued += 1;
+            }
+            Step::Retry => self.requeued += 1,
+        }
+    }
+}
+
+/// Why a job must be delivered again as a whole (an SQS batch item failure).
+#[derive(thiserror::Error, Debug)]
+pub enum JobFailure {
+    #[error("run {run} could not be read: {source}")]
+    RunUnreadable { run: RunRef, source: StoreError },
+    #[error("campaign could not be loaded: {0}")]
+    Campaign(StoreError),
+    #[error("consent check failed: {0}")]
+    Consent(StoreError),
+    #[error("recipients to retry could not be put back: {0}")]
+    Requeue(QueueError),
+}
+
+/// The job names something that does not exist: it is recorded and acknowledged, not retried.
+#[derive(thiserror::Error, Debug)]
+pub enum JobRejection {
+    #[error("run {0} does not exist")]
+    UnknownRun(RunRef),
+    #[error(transparent)]
+    Campaign(CampaignLoadError),
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum JobError {
+    #[error(transparent)]
+    Retry(#[from] JobFailure),
+    #[error(transparent)]
+    Reject(#[from] JobRejection),
+}
+
+pub struct JobContext<'a> {
+    /// Unique per attempt at this job: the claim token.
+    pub token: &'a str,
+    pub time_left: &'a (dyn Fn() -> Duration + Send + Sync),
+    pub now: &'a (dyn Fn() -> DateTime<Utc> + Send + Sync),
+}
+
+enum Step {
+    Sent,
+    Failed,
+    Suppressed,
+    AlreadyDone,
+    Uncertain,
+    Held,
+    Unrecorded,
+    Retry,
+}
+
+struct Shared<'a> {
+    ports: &'a SendPorts<'a>,
+    settings: &'a SendSettings,
+    throttle: &'a Throttle,
+    ctx: &'a JobContext<'a>,
+    run: RunRef,
+    campaign: &'a Campaign,
+    /// Set when SES says the account or settings stop all sending: no further call this job.
+    stopped: AtomicBool,
+}
+
+pub async fn process_job(
+    ports: &SendPorts<'_>,
+    settings: &SendSettings,
+    throttle: &Throttle,
+    cache: &CampaignCache,
+    job: SendJob,
+    ctx: &JobContext<'_>,
+) -> Result<JobReport, JobError> {
+    let run = job.run();
+    let record = ports
+        .runs
+        .get(&run)
+        .await
+        .map_err(|source| JobFailure::RunUnreadable {
+            run: run.clone(),
+            source,
+        })?
+        .ok_or_else(|| JobRejection::UnknownRun(run.clone()))?;
+    let mut report = JobReport::default();
+    if !record.state.allows_sending() {
+        report.held = job.recipients.len() as u32;
+        tracing::info!(run = %run, state = %record.state, recipients = report.held, "run not sending; job held");
+        return Ok(report);
+    }
+    let campaign = match cache
+        .load(ports.campaigns, &job.campaign_id, settings.campaign_ttl)
+        .await
+    {
+        Ok(campaign) => campaign,
+        Err(CampaignLoadError::Store(err)) => return Err(JobFailure::Campaign(err).into()),
+        Err(other) => return Err(JobRejection::Campaign(other).into()),
+    };
+    let emails: Vec<EmailAddress> = job.recipients.iter().map(|r| r.email.clone()).collect();
+    let suppressed = ports
+        .suppressions
+        .check(&emails)
+        .await
+        .map_err(JobFailure::Consent)?;
+
+    let shared = Shared {
+        ports,
+        settings,
+        throttle,
+        ctx,
+        run: run.clone(),
+        campaign: &campaign,
+        stopped: AtomicBool::new(false),
+    };
+    let steps = join_all(job.recipients.iter().map(|recipient| {
+        let reason = suppressed.get(&recipient.email).map(String::as_str);
+        shared.recipient(recipient, reason)
+    }))
+    .await;
+
+    let mut retry = Vec::new();
+    for (recipient, step) in job.recipients.iter().zip(steps) {
+        // An unrecorded recipient goes back too: it will never be sent again (its claim
+        // stands), but a later delivery turns the claim `uncertain`, a terminal state.
+        if matches!(step, Step::Retry | Step::Unrecorded) {
+            retry.push(recipient.clone());
+        }
+        report.absorb(step);
+    }
+    if !retry.is_empty() {
+        let next = SendJob::new(&run, job.attempt + 1, retry);
+        let delay = settings.retry_delay(next.attempt);
+        ports
+            .queue
+            .enqueue_delayed(&next, delay)
+            .await
+            .map_err(JobFailure::Requeue)?;
+        tracing::info!(run = %run, recipients = next.recipients.len(), attempt = next.attempt, delay_s = delay.as_secs(), "recipients put back for a later attempt");
+    }
+    Ok(report)
+}
+
+impl Shared<'_> {
+    async fn recipient(&self, recipient: &JobRecipient, suppressed: Option<&str>) -> Step {
+        let _permit = self
+            .throttle
+            .concurrency
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let email = &recipient.email;
+        let now = (self.ctx.now)();
+        if let Some(reason) = suppressed {
+            return match self
+                .ports
+                .ledger
+                .record_suppressed(&self.run, email, reason, now)
+                .await
+            {
+                Ok(true) => Step::Suppressed,
+                Ok(false) => Step::AlreadyDone,
+                Err(err) => self.store_trouble("record suppressed", email, &err),
+            };
+        }
+        match self
+            .ports
+            .ledger
+            .claim(&self.run, email, self.ctx.token, now)
+            .await
+        {
+            Ok(ClaimResult::Claimed) => {}
+            Ok(ClaimResult::Existing(existing)) => {
+                return match judge_existing(&existing, now, self.settings.claim_timeout) {
+                    ExistingClaim::AlreadyDone(_) => Step::AlreadyDone,
+                    ExistingClaim::HeldElsewhere => Step::Retry,
+                    ExistingClaim::Abandoned => {
+                        match self
+                            .ports
+                            .ledger
+                            .mark_uncertain(&self.run, email, existing.claim_token.as_deref(), now)
+                            .await
+                        {
+                            Ok(true) => {
+                                tracing::warn!(run = %self.run, to = %shown(email), "abandoned claim recorded as uncertain");
+                                Step::Uncertain
+                            }
+                            Ok(false) => Step::Retry,
+                            Err(err) => self.store_trouble("mark uncertain", email, &err),
+                        }
+                    }
+                };
+            }
+            Err(err) => return self.store_trouble("claim", email, &err),
+        }
+        // From here on we hold the claim: every path ends it.
+        let rendered = match self.campaign.template.render(email, &recipient.attributes) {
+            Ok(rendered) => rendered,
+            Err(err) => {
+                let reason = format!("template: {err}");
+                return self
+                    .finish(email, &Outcome::Failed { reason }, Step::Failed)
+                    .await;
+            }
+        };
+        if self.stopped.load(Ordering::Relaxed) {
+            return self.release(email, Step::Held).await;
+        }
+        if (self.ctx.time_left)() < self.settings.reserve {
+            return self.release(email, Step::Retry).await;
+        }
+        if let Some(rate) = &self.throttle.rate {
+            rate.until_ready().await;
+        }
+        let outbound = self.outbound(email, rendered);
+        match self.ports.sender.send(&outbound).await {
+            Ok(ses_message_id) => {
+                let step = self
+                    .finish(email, &Outcome::Sent { ses_message_id }, Step::Sent)
+                    .await;
+                if let Err(err) = self
+                    .ports
+                    .contacts
+                    .record_last_sent(
+                        &self.campaign.list,
+                        email,
+                        &self.run,
+                        "sent",
+                        (self.ctx.now)(),
+                    )
+                    .await
+                {
+                    tracing::warn!(run = %self.run, to = %shown(email), error = %err, "last-sent not recorded on the contact");
+                }
+                step
+            }
+            Err(err) => self.refused(email, err).await,
+        }
+    }
+
+    async fn refused(&self, email: &EmailAddress, err: SendError) -> Step {
+        match err.class {
+            SendErrorClass::Throttled | SendErrorClass::Transient => {
+                tracing::info!(run = %self.run, to = %shown(email), code = %err.code, "send deferred");
+                self.release(email, Step::Retry).await
+            }
+            SendErrorClass::Permanent => {
+                tracing::warn!(run = %self.run, to = %shown(email), code = %err.code, "send refused for good");
+                let reason = err.to_string();
+                self.finish(email, &Outcome::Failed { reason }, Step::Failed)
+                    .await
+            }
+            SendErrorClass::Fatal => {
+                let first = !self.stopped.swap(true, Ordering::Relaxed);
+                if first {
+                    let reason = format!("SES refused sending: {err}");
+                    tracing::error!(run = %self.run, code = %err.code, "pausing run: {reason}");
+                    if let Err(store) = self
+                        .ports
+                        .runs
+                        .pause(&self.run, &reason, (self.ctx.now)())
+                        .await
+                    {
+                        tracing::error!(run = %self.run, error = %store, "run could not be paused");
+                    }
+                }
+                self.release(email, Step::Held).await
+            }
+        }
+    }
+
+    fn outbound(
+        &self,
+        to: &EmailAddress,
+        rendered: crate::template::RenderedMessage,
+    ) -> OutboundEmail {
+        let ses = &self.campaign.ses;
+        OutboundEmail {
+            region: ses.region.clone(),
+            from: self.campaign.from.header_value(),
+            to: to.clone(),
+            reply_to: self.campaign.reply_to.clone(),
+            subject: rendered.subject,
+            html: rendered.html,
+            text: rendered.text,
+            configuration_set: ses.configuration_set.clone(),
+            list_management: ses
+                .contact_list
+                .clone()
+                .map(|list| (list, ses.topic.clone())),
+            tags: vec![
+                (CAMPAIGN_TAG.to_owned(), self.run.campaign_id.to_string()),
+                (RUN_TAG.to_owned(), self.run.run_id.to_string()),
+            ],
+        }
+    }
+
+    async fn finish(&self, email: &EmailAddress, outcome: &Outcome, step: Step) -> Step {
+        match self
+            .ports
+            .ledger
+            .complete(&self.run, email, self.ctx.token, outcome, (self.ctx.now)())
+            .await
+        {
+            Ok(true) => step,
+            Ok(false) => {
+                tracing::warn!(run = %self.run, to = %shown(email), "claim was taken over before its outcome was recorded");
+                Step::Unrecorded
+            }
+            Err(err) => {
+                tracing::error!(run = %self.run, to = %shown(email), outcome = %outcome.state(), error = %err, "outcome not recorded; the claim will turn uncertain");
+                Step::Unrecorded
+            }
+        }
+    }
+
+    async fn release(&self, email: &EmailAddress, step: Step) -> Step {
+        if let Err(err) = self
+            .ports
+            .ledger
+            .release(&self.run, email, self.ctx.token)
+            .await
+        {
+            // Nothing reached SES, but the claim stays: a later attempt finds it and, once
+            // stale, records `uncertain`: precision is lost, never the "once" rule.
+            tracing::error!(run = %self.run, to = %shown(email), error = %err, "claim not released");
+            return Step::Retry;
+        }
+        step
+    }
+
+    fn store_trouble(&self, operation: &str, email: &EmailAddress, err: &StoreError) -> Step {
+        tracing::warn!(run = %self.run, to = %shown(email), operation, error = %err, "ledger unavailable; recipient put back");
+        Step::Retry
+    }
+}

@@ -1,0 +1,268 @@
+//! The fan-out against in-memory ports: pages, segment, chunks, checkpoints, continuation
+//! and the "a second invocation adds no second copy" rule.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use hikyaku_core::fakes::*;
+use hikyaku_core::fanout::*;
+use hikyaku_core::ids::CampaignId;
+use hikyaku_core::ports::{CampaignStore, RunStore};
+use hikyaku_core::run::RunState;
+
+struct World {
+    campaigns: FakeCampaigns,
+    runs: FakeRuns,
+    contacts: FakeContacts,
+    queue: FakeQueue,
+}
+
+impl World {
+    async fn new(n: usize) -> World {
+        let world = World {
+            campaigns: FakeCampaigns::default(),
+            runs: FakeRuns::default(),
+            contacts: FakeContacts::with(&list(), contacts(n)),
+            queue: FakeQueue::default(),
+        };
+        world.campaigns.create(&definition()).await.unwrap();
+        world
+    }
+
+    fn ports(&self) -> FanoutPorts<'_> {
+        FanoutPorts {
+            campaigns: &self.campaigns,
+            runs: &self.runs,
+            contacts: &self.contacts,
+            queue: &self.queue,
+        }
+    }
+}
+
+fn request() -> FanoutRequest {
+    FanoutRequest {
+        campaign_id: CampaignId::parse("spring").unwrap(),
+        scheduled_time: at(),
+    }
+}
+
+fn settings(page_size: u32) -> FanoutSettings {
+    FanoutSettings {
+        page_size,
+        recipients_per_job: 50,
+        reserve: Duration::from_secs(20),
+    }
+}
+
+fn plenty() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Recipients per address over every job enqueued.
+fn enqueued(world: &World) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for job in world.queue.jobs.lock().unwrap().iter() {
+        assert!(job.recipients.len() <= 50);
+        for r in &job.recipients {
+            *seen.entry(r.email.to_string()).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn when_the_audience_fits_the_time_then_every_selected_contact_is_enqueued_once() {
+    let world = World::new(1_000).await;
+    let outcome = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(128),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let FanoutOutcome::Completed { progress, .. } = outcome else {
+        panic!("expected completion, got {outcome:?}");
+    };
+    let selected = (0..1_000).filter(|i| i % 3 != 2).count() as u64;
+    assert_eq!(progress.selected, selected);
+    assert_eq!(progress.filtered, 1_000 - selected);
+    assert_eq!(progress.contacts_read, 1_000);
+    let seen = enqueued(&world);
+    assert_eq!(seen.len() as u64, selected);
+    assert!(seen.values().all(|&n| n == 1));
+    // Only the attributes the template reads travel.
+    let job = &world.queue.jobs.lock().unwrap()[0];
+    assert!(job.recipients[0].attributes.contains_key("first_name"));
+    assert!(!job.recipients[0].attributes.contains_key("city"));
+    let record = world.runs.get(&request().run()).await.unwrap().unwrap();
+    assert!(record.fanout_complete);
+    assert_eq!(record.state, RunState::Sending);
+}
+
+#[tokio::test]
+async fn when_the_run_is_complete_then_a_second_invocation_enqueues_nothing() {
+    let world = World::new(300).await;
+    fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let before = world.queue.take_jobs().len();
+    let again = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-2",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(again, FanoutOutcome::AlreadyComplete { .. }));
+    assert!(before > 0);
+    assert!(world.queue.take_jobs().is_empty());
+}
+
+#[tokio::test]
+async fn when_time_runs_short_then_it_hands_over_and_the_continuation_finishes_without_duplicates()
+{
+    let world = World::new(1_000).await;
+    let short = || Duration::from_secs(1);
+    let mut continuations = 0;
+    loop {
+        let outcome = fan_out(
+            &world.ports(),
+            &request(),
+            &settings(100),
+            &format!("inv-{continuations}"),
+            &short,
+            &Utc::now,
+        )
+        .await
+        .unwrap();
+        match outcome {
+            FanoutOutcome::Continue { .. } => continuations += 1,
+            FanoutOutcome::Completed { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(continuations, 9, "one page per invocation");
+    let seen = enqueued(&world);
+    assert_eq!(seen.len(), (0..1_000).filter(|i| i % 3 != 2).count());
+    assert!(seen.values().all(|&n| n == 1));
+}
+
+#[tokio::test]
+async fn when_a_fanout_dies_mid_run_then_the_next_one_continues_from_the_checkpoint() {
+    let world = World::new(1_000).await;
+    // The queue fails on its fourth call: three pages are enqueued and checkpointed.
+    *world.queue.fail_after_calls.lock().unwrap() = Some(3);
+    let err = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FanoutError::Queue(_)), "{err}");
+    let record = world.runs.get(&request().run()).await.unwrap().unwrap();
+    assert_eq!(record.progress.pages, 3);
+    *world.queue.fail_after_calls.lock().unwrap() = None;
+    // The dead invocation's lease is still held: a retry from another request id waits for
+    // it to expire rather than run beside it.
+    let busy = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-2",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(busy, FanoutOutcome::Busy { .. }));
+    let later = || Utc::now() + chrono::Duration::hours(1);
+    let done = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-3",
+        &plenty,
+        &later,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(done, FanoutOutcome::Completed { .. }), "{done:?}");
+    let seen = enqueued(&world);
+    assert_eq!(seen.len(), (0..1_000).filter(|i| i % 3 != 2).count());
+    assert!(seen.values().all(|&n| n == 1), "nothing enqueued twice");
+}
+
+#[tokio::test]
+async fn when_the_run_is_paused_then_the_fanout_stops() {
+    let world = World::new(10).await;
+    world
+        .runs
+        .start(&hikyaku_core::run::RunRecord::new(
+            request().run(),
+            list(),
+            at(),
+        ))
+        .await
+        .unwrap();
+    world
+        .runs
+        .pause(&request().run(), "operator", at())
+        .await
+        .unwrap();
+    let outcome = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        FanoutOutcome::Stopped {
+            state: RunState::Paused,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn when_the_campaign_is_unknown_then_the_error_names_it() {
+    let world = World::new(0).await;
+    let mut unknown = request();
+    unknown.campaign_id = CampaignId::parse("autumn").unwrap();
+    let err = fan_out(
+        &world.ports(),
+        &unknown,
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("'autumn'"), "{err}");
+}

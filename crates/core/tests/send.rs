@@ -1,0 +1,448 @@
+//! The sender's work on jobs against in-memory ports: once, nothing lost, consent, and each
+//! class of SES error handled as DESIGN.md says.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use hikyaku_core::fakes::*;
+use hikyaku_core::ids::{CampaignId, RunId, RunRef};
+use hikyaku_core::job::{JobRecipient, SendJob};
+use hikyaku_core::ledger::{DeliveryRecord, DeliveryState};
+use hikyaku_core::ports::*;
+use hikyaku_core::run::{RunRecord, RunState};
+use hikyaku_core::send::*;
+
+struct World {
+    campaigns: FakeCampaigns,
+    runs: FakeRuns,
+    ledger: FakeLedger,
+    suppressions: FakeSuppressions,
+    contacts: FakeContacts,
+    sender: FakeSender,
+    queue: FakeQueue,
+    throttle: Throttle,
+    cache: CampaignCache,
+    settings: SendSettings,
+}
+
+fn run() -> RunRef {
+    RunRef::new(
+        CampaignId::parse("spring").unwrap(),
+        RunId::from_scheduled_time(at()),
+    )
+}
+
+impl World {
+    async fn new() -> World {
+        let world = World {
+            campaigns: FakeCampaigns::default(),
+            runs: FakeRuns::default(),
+            ledger: FakeLedger::default(),
+            suppressions: FakeSuppressions::default(),
+            contacts: FakeContacts::default(),
+            sender: FakeSender::default(),
+            queue: FakeQueue::default(),
+            throttle: Throttle::new(4, None),
+            cache: CampaignCache::default(),
+            settings: SendSettings::default(),
+        };
+        world.campaigns.create(&definition()).await.unwrap();
+        let mut record = RunRecord::new(run(), list(), at());
+        record.state = RunState::Sending;
+        world.runs.start(&record).await.unwrap();
+        world
+    }
+
+    fn ports(&self) -> SendPorts<'_> {
+        SendPorts {
+            campaigns: &self.campaigns,
+            runs: &self.runs,
+            ledger: &self.ledger,
+            suppressions: &self.suppressions,
+            contacts: &self.contacts,
+            sender: &self.sender,
+            queue: &self.queue,
+        }
+    }
+
+    async fn process(&self, job: SendJob, token: &str) -> Result<JobReport, JobError> {
+        self.process_with_time(job, token, Duration::from_secs(600))
+            .await
+    }
+
+    async fn process_with_time(
+        &self,
+        job: SendJob,
+        token: &str,
+        left: Duration,
+    ) -> Result<JobReport, JobError> {
+        self.process_at(job, token, left, &Utc::now).await
+    }
+
+    async fn process_at(
+        &self,
+        job: SendJob,
+        token: &str,
+        left: Duration,
+        now: &(dyn Fn() -> chrono::DateTime<Utc> + Send + Sync),
+    ) -> Result<JobReport, JobError> {
+        let time_left = move || left;
+        let ctx = JobContext {
+            token,
+            time_left: &time_left,
+            now,
+        };
+        process_job(
+            &self.ports(),
+            &self.settings,
+            &self.throttle,
+            &self.cache,
+            job,
+            &ctx,
+        )
+        .await
+    }
+
+    /// Processes requeued jobs until none is left, as the queue would over time.
+    async fn drain_requeued(&self) -> usize {
+        let mut rounds = 0;
+        loop {
+            let delayed = self.queue.take_delayed();
+            if delayed.is_empty() {
+                return rounds;
+            }
+            rounds += 1;
+            assert!(rounds < 50, "requeueing never ends");
+            for (i, (job, delay)) in delayed.into_iter().enumerate() {
+                assert!(delay >= self.settings.retry_base);
+                self.process(job, &format!("retry-{rounds}-{i}"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    fn sent_counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for to in self.sender.sent_to() {
+            *counts.entry(to.to_string()).or_default() += 1;
+        }
+        counts
+    }
+
+    fn state(&self, address: &str) -> Option<DeliveryState> {
+        self.ledger.state(&run(), &email(address))
+    }
+}
+
+fn job(addresses: &[&str]) -> SendJob {
+    SendJob::new(
+        &run(),
+        0,
+        addresses
+            .iter()
+            .map(|a| JobRecipient {
+                email: email(a),
+                attributes: [(
+                    "first_name".to_owned(),
+                    hikyaku_core::contact::AttrValue::Str("Kenji".into()),
+                )]
+                .into(),
+            })
+            .collect(),
+    )
+}
+
+fn addresses(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("r{i:02}@example.com")).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn when_a_job_is_sent_then_each_recipient_gets_one_tagged_single_recipient_email() {
+    let world = World::new().await;
+    let all = addresses(50);
+    let report = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert_eq!(report.sent, 50);
+    let sent = world.sender.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 50);
+    let first = &sent[0];
+    assert_eq!(first.subject, "Hello Kenji");
+    assert!(first.html.contains("{{amazonSESUnsubscribeUrl}}"));
+    assert_eq!(first.configuration_set.as_deref(), Some("hikyaku"));
+    assert_eq!(
+        first.list_management,
+        Some(("members".into(), Some("monthly".into())))
+    );
+    assert!(first.tags.contains(&(CAMPAIGN_TAG.into(), "spring".into())));
+    assert!(
+        first
+            .tags
+            .contains(&(RUN_TAG.into(), "20261224T090000Z".into()))
+    );
+    assert_eq!(first.from, "\"Hikyaku News\" <news@hikyaku.example>");
+    assert!(
+        all.iter()
+            .all(|a| world.state(a) == Some(DeliveryState::Sent))
+    );
+    assert_eq!(world.contacts.last_sent.lock().unwrap().len(), 50);
+}
+
+#[tokio::test]
+async fn when_a_job_is_delivered_twice_then_nobody_is_sent_twice() {
+    let world = World::new().await;
+    let all = addresses(20);
+    world.process(job(&refs(&all)), "t1").await.unwrap();
+    let again = world.process(job(&refs(&all)), "t2").await.unwrap();
+    assert_eq!(again.already_done, 20);
+    assert_eq!(again.sent, 0);
+    assert!(world.sent_counts().values().all(|&n| n == 1));
+}
+
+#[tokio::test]
+async fn when_two_deliveries_run_at_once_then_the_loser_puts_its_recipients_back() {
+    let world = World::new().await;
+    let all = addresses(30);
+    let (a, b) = tokio::join!(
+        world.process(job(&refs(&all)), "t1"),
+        world.process(job(&refs(&all)), "t2")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.sent + b.sent, 30);
+    world.drain_requeued().await;
+    assert_eq!(world.sent_counts().len(), 30);
+    assert!(world.sent_counts().values().all(|&n| n == 1));
+}
+
+#[tokio::test]
+async fn when_an_address_is_suppressed_then_it_is_recorded_and_never_sent() {
+    let world = World::new().await;
+    world
+        .suppressions
+        .add(&Suppression {
+            email: email("r01@example.com"),
+            reason: "complaint".into(),
+            source: "manual".into(),
+            at: at(),
+        })
+        .await
+        .unwrap();
+    let all = addresses(3);
+    let report = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert_eq!((report.sent, report.suppressed), (2, 1));
+    assert_eq!(
+        world.state("r01@example.com"),
+        Some(DeliveryState::Suppressed)
+    );
+    assert!(!world.sent_counts().contains_key("r01@example.com"));
+}
+
+#[tokio::test]
+async fn when_ses_throttles_then_recipients_are_retried_later_and_none_fails() {
+    let world = World::new().await;
+    *world.sender.throttle_every.lock().unwrap() = Some(3);
+    let all = addresses(50);
+    let first = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert!(first.requeued > 0);
+    assert_eq!(first.failed, 0);
+    world.drain_requeued().await;
+    let counts = world.sent_counts();
+    assert_eq!(counts.len(), 50, "nothing lost");
+    assert!(counts.values().all(|&n| n == 1), "nothing twice");
+    assert!(
+        all.iter()
+            .all(|a| world.state(a) == Some(DeliveryState::Sent))
+    );
+}
+
+#[tokio::test]
+async fn when_ses_rejects_a_message_then_it_fails_with_the_reason_and_is_not_retried() {
+    let world = World::new().await;
+    world.sender.refuse.lock().unwrap().insert(
+        email("r02@example.com"),
+        FakeSender::error(SendErrorClass::Permanent, "MessageRejected"),
+    );
+    let all = addresses(5);
+    let report = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert_eq!((report.sent, report.failed, report.requeued), (4, 1, 0));
+    let records = world.ledger.records(&run()).await.unwrap();
+    let failed = records
+        .iter()
+        .find(|r| r.email.as_str() == "r02@example.com")
+        .unwrap();
+    assert_eq!(failed.state, DeliveryState::Failed);
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("MessageRejected")
+    );
+    assert!(world.queue.take_delayed().is_empty());
+}
+
+#[tokio::test]
+async fn when_ses_stops_the_account_then_the_run_pauses_and_the_rest_is_held() {
+    let world = World::new().await;
+    world.sender.refuse.lock().unwrap().insert(
+        email("r00@example.com"),
+        FakeSender::error(SendErrorClass::Fatal, "SendingPausedException"),
+    );
+    let all = addresses(10);
+    let report = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert!(report.held >= 1);
+    let record = world.runs.get(&run()).await.unwrap().unwrap();
+    assert_eq!(record.state, RunState::Paused);
+    assert!(
+        record
+            .pause_reason
+            .unwrap()
+            .contains("SendingPausedException")
+    );
+    // Held recipients have no ledger record: a resume enqueues them again.
+    assert_eq!(world.state("r00@example.com"), None);
+    let later = world.process(job(&refs(&all)), "t2").await.unwrap();
+    assert_eq!(later.held, 10);
+}
+
+#[tokio::test]
+async fn when_a_claim_was_abandoned_then_the_recipient_becomes_uncertain_not_resent() {
+    let world = World::new().await;
+    let long_ago = Utc::now() - chrono::Duration::hours(2);
+    world.ledger.insert(
+        &run(),
+        DeliveryRecord {
+            email: email("r00@example.com"),
+            state: DeliveryState::Claimed,
+            claim_token: Some("crashed".into()),
+            claimed_at: Some(long_ago),
+            ses_message_id: None,
+            reason: None,
+            updated_at: long_ago,
+        },
+    );
+    let report = world
+        .process(job(&["r00@example.com"]), "t1")
+        .await
+        .unwrap();
+    assert_eq!(report.uncertain, 1);
+    assert_eq!(
+        world.state("r00@example.com"),
+        Some(DeliveryState::Uncertain)
+    );
+    assert!(world.sender.sent_to().is_empty());
+}
+
+#[tokio::test]
+async fn when_the_ledger_is_down_then_recipients_go_back_to_the_queue() {
+    let world = World::new().await;
+    world.ledger.failing.lock().unwrap().insert("claim");
+    let report = world
+        .process(job(&refs(&addresses(4))), "t1")
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, 4);
+    assert!(world.sender.sent_to().is_empty());
+    world.ledger.failing.lock().unwrap().clear();
+    world.drain_requeued().await;
+    assert_eq!(world.sent_counts().len(), 4);
+}
+
+#[tokio::test]
+async fn when_the_outcome_cannot_be_recorded_then_the_recipient_is_never_resent() {
+    let world = World::new().await;
+    world.ledger.failing.lock().unwrap().insert("complete");
+    let report = world
+        .process(job(&["r00@example.com"]), "t1")
+        .await
+        .unwrap();
+    assert_eq!(report.unrecorded, 1);
+    world.ledger.failing.lock().unwrap().clear();
+    // Redelivered while the claim is fresh: put back again, not sent.
+    let (retry, _) = world.queue.take_delayed().pop().unwrap();
+    let fresh = world.process(retry.clone(), "t2").await.unwrap();
+    assert_eq!(fresh.requeued, 1);
+    // Redelivered once the claim is older than any sender lives: uncertain, still not sent.
+    let later = || Utc::now() + chrono::Duration::hours(3);
+    let stale = world
+        .process_at(retry, "t3", Duration::from_secs(600), &later)
+        .await
+        .unwrap();
+    assert_eq!(stale.uncertain, 1);
+    assert_eq!(
+        world.state("r00@example.com"),
+        Some(DeliveryState::Uncertain)
+    );
+    assert_eq!(world.sent_counts().get("r00@example.com"), Some(&1));
+}
+
+#[tokio::test]
+async fn when_time_runs_out_then_unsent_recipients_go_back() {
+    let world = World::new().await;
+    let report = world
+        .process_with_time(job(&refs(&addresses(3))), "t1", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, 3);
+    assert!(world.sender.sent_to().is_empty());
+    // Claims were released, so the next attempt sends.
+    world.drain_requeued().await;
+    assert_eq!(world.sent_counts().len(), 3);
+}
+
+#[tokio::test]
+async fn when_the_queue_refuses_the_retry_then_the_whole_job_is_delivered_again() {
+    let world = World::new().await;
+    *world.sender.throttle_every.lock().unwrap() = Some(1);
+    *world.queue.fail_after_calls.lock().unwrap() = Some(0);
+    let err = world
+        .process(job(&["r00@example.com"]), "t1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, JobError::Retry(JobFailure::Requeue(_))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_run_does_not_exist_then_the_job_is_rejected() {
+    let world = World::new().await;
+    let mut stray = job(&["r00@example.com"]);
+    stray.run_id = RunId::parse("20200101T000000Z").unwrap();
+    let err = world.process(stray, "t1").await.unwrap_err();
+    assert!(
+        matches!(err, JobError::Reject(JobRejection::UnknownRun(_))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn when_a_contact_lacks_a_template_variable_then_only_that_recipient_fails() {
+    let world = World::new().await;
+    let mut mixed = job(&["r00@example.com", "r01@example.com"]);
+    mixed.recipients[1].attributes.clear();
+    let report = world.process(mixed, "t1").await.unwrap();
+    assert_eq!((report.sent, report.failed), (1, 1));
+    let records = world.ledger.records(&run()).await.unwrap();
+    let failed = records
+        .iter()
+        .find(|r| r.state == DeliveryState::Failed)
+        .unwrap();
+    assert!(failed.reason.as_deref().unwrap().starts_with("template:"));
+}
+
+#[test]
+fn retry_delays_double_up_to_the_maximum() {
+    let settings = SendSettings::default();
+    assert_eq!(settings.retry_delay(1), Duration::from_secs(2));
+    assert_eq!(settings.retry_delay(2), Duration::from_secs(4));
+    assert_eq!(settings.retry_delay(30), Duration::from_secs(300));
+}
