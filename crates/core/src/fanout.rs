@@ -135,6 +135,13 @@ pub async fn fan_out(
             errors,
         }
     })?;
+    // A store may hand back a whole float as an integer (DynamoDB keeps no trailing zeros):
+    // the list's schema restores each attribute's kind before segment and template see it.
+    let schema = ports
+        .contacts
+        .schema(&campaign.list)
+        .await?
+        .unwrap_or_default();
     let run = request.run();
     let record = ports
         .runs
@@ -179,7 +186,12 @@ pub async fn fan_out(
             tracing::warn!(run = %run, key = %key, reason = %reason, "unreadable contact skipped");
         }
         let mut selected = Vec::new();
-        for contact in page.contacts {
+        for mut contact in page.contacts {
+            for (name, value) in contact.attributes.iter_mut() {
+                if let Some(kind) = schema.kind_of(name) {
+                    *value = value.widened_to(kind);
+                }
+            }
             let verdict = match &campaign.segment {
                 None => Ok(true),
                 Some(segment) => segment.matches(&contact.email, &contact.attributes),

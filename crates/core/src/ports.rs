@@ -238,8 +238,14 @@ pub struct OutboundEmail {
 pub enum SendErrorClass {
     /// Rate exceeded: slow down and try again; never a failure of the recipient.
     Throttled,
-    /// Timeouts, service errors, the connection: try again later.
+    /// Refused before SES could accept it (connection failures, service errors): try again
+    /// later.
     Transient,
+    /// The call may have reached SES, but no answer came back (a timeout, an unreadable
+    /// response): the recipient is recorded `uncertain` and never sent again.
+    OutcomeUnknown,
+    /// The account's 24-hour quota is used up: try again after a long wait.
+    QuotaExhausted,
     /// This message will never go (rejected content, bad parameter): the recipient fails.
     Permanent,
     /// The account or the campaign's settings stop every send (paused, suspended, domain not

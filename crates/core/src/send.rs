@@ -232,6 +232,8 @@ struct Shared<'a> {
     campaign: &'a Campaign,
     /// Set when SES says the account or settings stop all sending: no further call this job.
     stopped: AtomicBool,
+    /// Set when SES says the daily quota is used up: the put-back waits as long as it may.
+    quota_exhausted: AtomicBool,
 }
 
 pub async fn process_job(
@@ -281,6 +283,7 @@ pub async fn process_job(
         run: run.clone(),
         campaign: &campaign,
         stopped: AtomicBool::new(false),
+        quota_exhausted: AtomicBool::new(false),
     };
     let steps = join_all(job.recipients.iter().map(|recipient| {
         let reason = suppressed.get(&recipient.email).map(String::as_str);
@@ -299,7 +302,11 @@ pub async fn process_job(
     }
     if !retry.is_empty() {
         let next = SendJob::new(&run, job.attempt + 1, retry);
-        let delay = settings.retry_delay(next.attempt);
+        let delay = if shared.quota_exhausted.load(Ordering::Relaxed) {
+            settings.retry_max
+        } else {
+            settings.retry_delay(next.attempt)
+        };
         ports
             .queue
             .enqueue_delayed(&next, delay)
@@ -412,6 +419,27 @@ impl Shared<'_> {
             SendErrorClass::Throttled | SendErrorClass::Transient => {
                 tracing::info!(run = %self.run, to = %shown(email), code = %err.code, "send deferred");
                 self.release(email, Step::Retry).await
+            }
+            SendErrorClass::QuotaExhausted => {
+                self.quota_exhausted.store(true, Ordering::Relaxed);
+                tracing::warn!(run = %self.run, to = %shown(email), code = %err.code, "daily quota used up; send deferred");
+                self.release(email, Step::Retry).await
+            }
+            SendErrorClass::OutcomeUnknown => {
+                tracing::warn!(run = %self.run, to = %shown(email), code = %err.code, "no answer from SES; recorded uncertain");
+                match self
+                    .ports
+                    .ledger
+                    .mark_uncertain(&self.run, email, Some(self.ctx.token), (self.ctx.now)())
+                    .await
+                {
+                    Ok(true) => Step::Uncertain,
+                    Ok(false) => Step::Unrecorded,
+                    Err(store) => {
+                        tracing::error!(run = %self.run, to = %shown(email), error = %store, "uncertain outcome not recorded");
+                        Step::Unrecorded
+                    }
+                }
             }
             SendErrorClass::Permanent => {
                 tracing::warn!(run = %self.run, to = %shown(email), code = %err.code, "send refused for good");

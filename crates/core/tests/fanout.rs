@@ -214,6 +214,38 @@ async fn when_a_fanout_dies_mid_run_then_the_next_one_continues_from_the_checkpo
 }
 
 #[tokio::test]
+async fn when_the_store_returns_whole_floats_as_integers_then_the_schema_restores_their_kind() {
+    use hikyaku_core::contact::{AttrKind, AttrValue, ListSchema};
+    use hikyaku_core::ports::ContactStore;
+    let world = World::new(3).await;
+    let mut schema = ListSchema::default();
+    schema
+        .attributes
+        .insert("mail_allowed".into(), AttrKind::Float);
+    schema.attributes.insert("first_name".into(), AttrKind::Str);
+    world.contacts.merge_schema(&list(), &schema).await.unwrap();
+    // The segment `mail_allowed == 1` reads a double now; CEL compares numbers by value.
+    let outcome = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let FanoutOutcome::Completed { progress, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!((progress.selected, progress.segment_errors), (2, 0));
+    assert!(matches!(
+        world.queue.jobs.lock().unwrap()[0].recipients[0].attributes["first_name"],
+        AttrValue::Str(_)
+    ));
+}
+
+#[tokio::test]
 async fn when_the_run_is_paused_then_the_fanout_stops() {
     let world = World::new(10).await;
     world

@@ -313,6 +313,47 @@ async fn when_ses_stops_the_account_then_the_run_pauses_and_the_rest_is_held() {
 }
 
 #[tokio::test]
+async fn when_ses_gives_no_answer_then_the_recipient_is_uncertain_and_never_resent() {
+    let world = World::new().await;
+    world.sender.refuse.lock().unwrap().insert(
+        email("r00@example.com"),
+        FakeSender::error(SendErrorClass::OutcomeUnknown, "TimeoutError"),
+    );
+    let report = world
+        .process(job(&refs(&addresses(2))), "t1")
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.uncertain, report.requeued), (1, 1, 0));
+    assert_eq!(
+        world.state("r00@example.com"),
+        Some(DeliveryState::Uncertain)
+    );
+    let again = world
+        .process(job(&refs(&addresses(2))), "t2")
+        .await
+        .unwrap();
+    assert_eq!(again.already_done, 2);
+}
+
+#[tokio::test]
+async fn when_the_daily_quota_is_used_up_then_recipients_wait_the_longest_delay() {
+    let world = World::new().await;
+    world.sender.refuse.lock().unwrap().insert(
+        email("r00@example.com"),
+        FakeSender::error(SendErrorClass::QuotaExhausted, "LimitExceededException"),
+    );
+    let report = world
+        .process(job(&refs(&addresses(2))), "t1")
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.requeued, report.failed), (1, 1, 0));
+    let delayed = world.queue.take_delayed();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(delayed[0].1, world.settings.retry_max);
+    assert_eq!(world.state("r00@example.com"), None, "claim released");
+}
+
+#[tokio::test]
 async fn when_a_claim_was_abandoned_then_the_recipient_becomes_uncertain_not_resent() {
     let world = World::new().await;
     let long_ago = Utc::now() - chrono::Duration::hours(2);

@@ -1,0 +1,698 @@
+//! The deliveries table (the ledger): partition key `run_key` (S, `RunRef::key()`,
+//! `campaign#run`), sort key `email` (S).
+//!
+//! | attribute | type | |
+//! |---|---|---|
+//! | `state` | S | `DeliveryState::as_str` |
+//! | `claim_token` | S | who holds (or last held) the claim |
+//! | `claimed_at` | S | RFC 3339 |
+//! | `ses_message_id` | S | once sent; the `by_message_id` index is on it |
+//! | `reason` | S | why failed or suppressed |
+//! | `updated_at` | S | RFC 3339, the last transition |
+//!
+//! Malformed inputs ([`RejectLog`]) share the table in partitions of their own:
+//! `run_key = rejected#{source}`, `email` = the input's id (e.g. the SQS message id), with
+//! `reason` (S), `excerpt` (S, at most 2 KB) and `at` (S).
+//!
+//! Every transition is one conditional write, so the ledger's rules hold across concurrent
+//! senders: a claim only where no record exists, an outcome only for the token holding the
+//! claim, and nothing ever leaves a terminal state.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, Utc};
+use hikyaku_core::email::EmailAddress;
+use hikyaku_core::ids::RunRef;
+use hikyaku_core::ledger::{DeliveryRecord, DeliveryState, LedgerCounts, Outcome};
+use hikyaku_core::logging::shown;
+use hikyaku_core::ports::{ClaimResult, Ledger, RejectLog, RejectedInput, StoreError};
+
+use super::item::{
+    Item, ItemError, Stored, get_parsed, get_s, get_time, item, opt_s, opt_time, s, time, truncated,
+};
+use crate::error::{DynamoFailure, dynamo_failure, store_error};
+
+const RUN_KEY: &str = "run_key";
+const EMAIL: &str = "email";
+const STATE: &str = "state";
+const CLAIM_TOKEN: &str = "claim_token";
+const CLAIMED_AT: &str = "claimed_at";
+const SES_MESSAGE_ID: &str = "ses_message_id";
+const REASON: &str = "reason";
+const UPDATED_AT: &str = "updated_at";
+
+/// The most of a rejected input kept for diagnosis.
+const EXCERPT_MAX_BYTES: usize = 2048;
+
+/// [`Ledger`] on the deliveries table.
+#[derive(Clone, Debug)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    /// The adapter of the deliveries table `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoLedger {
+        DynamoLedger {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key(run: &RunRef, email: &EmailAddress) -> Item {
+        item([(RUN_KEY, s(run.key())), (EMAIL, s(email.as_str()))])
+    }
+
+    /// A PutItem of a new record, only where none exists; `Ok(Err(old))` when one does.
+    async fn put_new(
+        &self,
+        operation: &'static str,
+        record: Item,
+    ) -> Result<Result<(), Option<Item>>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(record))
+            .condition_expression("attribute_not_exists(#email)")
+            .expression_attribute_names("#email", EMAIL)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => match dynamo_failure(operation, err) {
+                DynamoFailure::ConditionFailed(old) => Ok(Err(old)),
+                DynamoFailure::Store(err) => Err(err),
+            },
+        }
+    }
+
+    /// Reads one record, strongly consistent.
+    async fn read(
+        &self,
+        operation: &'static str,
+        run: &RunRef,
+        email: &EmailAddress,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run, email)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| store_error(operation, err))?;
+        output
+            .item
+            .map(|stored| decode(operation, run, stored))
+            .transpose()
+    }
+
+    /// Queries the run's whole partition (strongly consistent), page by page.
+    async fn query_all(
+        &self,
+        operation: &'static str,
+        run: &RunRef,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#run_key = :run_key")
+                .expression_attribute_names("#run_key", RUN_KEY)
+                .expression_attribute_values(":run_key", s(run.key()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            if let Some(projection) = projection {
+                query = query
+                    .projection_expression(projection)
+                    .expression_attribute_names("#state", STATE)
+                    .expression_attribute_names("#updated_at", UPDATED_AT);
+            }
+            let output = query
+                .send()
+                .await
+                .map_err(|err| store_error(operation, err))?;
+            items.extend(output.items.unwrap_or_default());
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// An UpdateItem or DeleteItem condition: the record is `claimed` and held by `token`
+    /// (`None`: a claim without a token).
+    fn held_by(token: Option<&str>) -> (&'static str, Vec<(&'static str, AttributeValue)>) {
+        let claimed = (":claimed", s(DeliveryState::Claimed.as_str()));
+        match token {
+            Some(token) => (
+                "#state = :claimed AND #claim_token = :token",
+                vec![claimed, (":token", s(token))],
+            ),
+            None => (
+                "#state = :claimed AND attribute_not_exists(#claim_token)",
+                vec![claimed],
+            ),
+        }
+    }
+
+    /// Sets `assignments` on a record still held by `token`: `Ok(None)` when done,
+    /// `Ok(Some(stored))` when the record is not held by `token` (with the stored record when
+    /// the service sent it).
+    async fn transition(
+        &self,
+        operation: &'static str,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: Option<&str>,
+        assignments: &[(&'static str, AttributeValue)],
+    ) -> Result<Option<Option<Item>>, StoreError> {
+        let (condition, condition_values) = Self::held_by(token);
+        let expression = assignments
+            .iter()
+            .map(|(name, _)| format!("#{name} = :{name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run, email)))
+            .update_expression(format!("SET {expression}"))
+            .condition_expression(condition)
+            .expression_attribute_names("#state", STATE)
+            .expression_attribute_names("#claim_token", CLAIM_TOKEN)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (name, value) in assignments {
+            update = update
+                .expression_attribute_names(format!("#{name}"), *name)
+                .expression_attribute_values(format!(":{name}"), value.clone());
+        }
+        for (placeholder, value) in condition_values {
+            update = update.expression_attribute_values(placeholder, value);
+        }
+        match update.send().await {
+            Ok(_) => Ok(None),
+            Err(err) => match dynamo_failure(operation, err) {
+                DynamoFailure::ConditionFailed(stored) => Ok(Some(stored)),
+                DynamoFailure::Store(err) => Err(err),
+            },
+        }
+    }
+}
+
+impl TryFrom<Stored> for DeliveryRecord {
+    type Error = ItemError;
+
+    fn try_from(Stored(stored): Stored) -> Result<DeliveryRecord, ItemError> {
+        Ok(DeliveryRecord {
+            email: EmailAddress::parse(get_s(&stored, EMAIL)?)
+                .map_err(|err| ItemError::invalid(EMAIL, err))?,
+            state: get_parsed(&stored, STATE)?,
+            claim_token: opt_s(&stored, CLAIM_TOKEN)?.map(str::to_owned),
+            claimed_at: opt_time(&stored, CLAIMED_AT)?,
+            ses_message_id: opt_s(&stored, SES_MESSAGE_ID)?.map(str::to_owned),
+            reason: opt_s(&stored, REASON)?.map(str::to_owned),
+            updated_at: get_time(&stored, UPDATED_AT)?,
+        })
+    }
+}
+
+fn decode(
+    operation: &'static str,
+    run: &RunRef,
+    stored: Item,
+) -> Result<DeliveryRecord, StoreError> {
+    let what = match get_s(&stored, EMAIL).ok().map(EmailAddress::parse) {
+        Some(Ok(email)) => format!("ledger record of {} in run {run}", shown(&email)),
+        _ => format!("ledger record in run {run}"),
+    };
+    DeliveryRecord::try_from(Stored(stored)).map_err(|err| err.into_store(operation, &what))
+}
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    /// PutItem `claimed` conditioned on `attribute_not_exists(email)`; an existing record
+    /// comes back with the condition failure (ALL_OLD) or, if the service sent none, from a
+    /// consistent read.
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email)), err)]
+    async fn claim(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError> {
+        const OP: &str = "claim recipient";
+        let record = item([
+            (RUN_KEY, s(run.key())),
+            (EMAIL, s(email.as_str())),
+            (STATE, s(DeliveryState::Claimed.as_str())),
+            (CLAIM_TOKEN, s(token)),
+            (CLAIMED_AT, time(now)),
+            (UPDATED_AT, time(now)),
+        ]);
+        match self.put_new(OP, record).await? {
+            Ok(()) => Ok(ClaimResult::Claimed),
+            Err(Some(existing)) => Ok(ClaimResult::Existing(decode(OP, run, existing)?)),
+            Err(None) => match self.read(OP, run, email).await? {
+                Some(existing) => Ok(ClaimResult::Existing(existing)),
+                // Released between the two calls: the caller may claim again later.
+                None => Err(StoreError::new(
+                    OP,
+                    "the record changed while it was being claimed",
+                    true,
+                )),
+            },
+        }
+    }
+
+    /// PutItem `suppressed` conditioned on `attribute_not_exists(email)`.
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email)), err)]
+    async fn record_suppressed(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let record = item([
+            (RUN_KEY, s(run.key())),
+            (EMAIL, s(email.as_str())),
+            (STATE, s(DeliveryState::Suppressed.as_str())),
+            (REASON, s(reason)),
+            (UPDATED_AT, time(now)),
+        ]);
+        Ok(self.put_new("record suppressed", record).await?.is_ok())
+    }
+
+    /// UpdateItem conditioned on `state = claimed AND claim_token = token`. A record already
+    /// in the outcome's state under `token` counts as done: that is this very update, repeated
+    /// by the SDK after a lost response (tokens are unique per attempt).
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email), state = %outcome.state()), err)]
+    async fn complete(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let detail = match outcome {
+            Outcome::Sent { ses_message_id } => (SES_MESSAGE_ID, s(ses_message_id.as_str())),
+            Outcome::Failed { reason } => (REASON, s(reason.as_str())),
+        };
+        let assignments = [
+            (STATE, s(outcome.state().as_str())),
+            (UPDATED_AT, time(now)),
+            detail,
+        ];
+        let refused = self
+            .transition("complete delivery", run, email, Some(token), &assignments)
+            .await?;
+        Ok(match refused {
+            None => true,
+            Some(Some(stored)) => {
+                opt_s(&stored, STATE) == Ok(Some(outcome.state().as_str()))
+                    && opt_s(&stored, CLAIM_TOKEN) == Ok(Some(token))
+            }
+            Some(None) => false,
+        })
+    }
+
+    /// DeleteItem conditioned on `state = claimed AND claim_token = token`; a record no longer
+    /// held by `token` is left alone.
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email)), err)]
+    async fn release(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "release claim";
+        let (condition, values) = Self::held_by(Some(token));
+        let mut delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run, email)))
+            .condition_expression(condition)
+            .expression_attribute_names("#state", STATE)
+            .expression_attribute_names("#claim_token", CLAIM_TOKEN);
+        for (placeholder, value) in values {
+            delete = delete.expression_attribute_values(placeholder, value);
+        }
+        match delete.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match dynamo_failure(OP, err) {
+                DynamoFailure::ConditionFailed(_) => Ok(()),
+                DynamoFailure::Store(err) => Err(err),
+            },
+        }
+    }
+
+    /// UpdateItem to `uncertain`, conditioned on the claim still being held by `stale_token`
+    /// (`None`: a claim recorded without a token).
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email)), err)]
+    async fn mark_uncertain(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        stale_token: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let assignments = [
+            (STATE, s(DeliveryState::Uncertain.as_str())),
+            (UPDATED_AT, time(now)),
+        ];
+        Ok(self
+            .transition("mark uncertain", run, email, stale_token, &assignments)
+            .await?
+            .is_none())
+    }
+
+    /// Query of the run's partition projecting `state` and `updated_at`, to the end,
+    /// strongly consistent; `updated_at` of `sent` records gives the first and last send.
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn counts(&self, run: &RunRef) -> Result<LedgerCounts, StoreError> {
+        const OP: &str = "count deliveries";
+        let mut counts = LedgerCounts::default();
+        for stored in self.query_all(OP, run, Some("#state, #updated_at")).await? {
+            let what = || format!("ledger record in run {run}");
+            let state: DeliveryState =
+                get_parsed(&stored, STATE).map_err(|err| err.into_store(OP, &what()))?;
+            counts.add(state);
+            if state == DeliveryState::Sent {
+                let at =
+                    get_time(&stored, UPDATED_AT).map_err(|err| err.into_store(OP, &what()))?;
+                counts.observe_sent_at(at);
+            }
+        }
+        Ok(counts)
+    }
+
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn records(&self, run: &RunRef) -> Result<Vec<DeliveryRecord>, StoreError> {
+        const OP: &str = "read deliveries";
+        self.query_all(OP, run, None)
+            .await?
+            .into_iter()
+            .map(|stored| decode(OP, run, stored))
+            .collect()
+    }
+}
+
+/// [`RejectLog`] on the deliveries table, in `rejected#{source}` partitions.
+#[derive(Clone, Debug)]
+pub struct DynamoRejects {
+    client: Client,
+    table: String,
+}
+
+impl DynamoRejects {
+    /// The reject log in the deliveries table `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoRejects {
+        DynamoRejects {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl RejectLog for DynamoRejects {
+    /// PutItem (a second record of the same input replaces the first); the excerpt is cut to
+    /// 2 KB.
+    #[tracing::instrument(skip_all, fields(source = %rejected.source, id = %rejected.id), err)]
+    async fn record(&self, rejected: &RejectedInput) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item([
+                (RUN_KEY, s(format!("rejected#{}", rejected.source))),
+                (EMAIL, s(rejected.id.as_str())),
+                (REASON, s(rejected.reason.as_str())),
+                (
+                    "excerpt",
+                    s(truncated(&rejected.excerpt, EXCERPT_MAX_BYTES)),
+                ),
+                ("at", time(rejected.at)),
+            ])))
+            .send()
+            .await
+            .map_err(|err| store_error("record rejected input", err))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamodb::testing::dynamo_client;
+    use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+    use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+    use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+    use aws_smithy_mocks::mock;
+    use chrono::TimeZone;
+    use hikyaku_core::ids::{CampaignId, RunId};
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 24, 9, minute, 0).unwrap()
+    }
+
+    fn run() -> RunRef {
+        RunRef::new(
+            CampaignId::parse("winter").unwrap(),
+            RunId::from_scheduled_time(at(0)),
+        )
+    }
+
+    fn email() -> EmailAddress {
+        EmailAddress::parse("aiko@example.com").unwrap()
+    }
+
+    fn condition_failed(old: Option<Item>) -> ConditionalCheckFailedException {
+        ConditionalCheckFailedException::builder()
+            .set_item(old)
+            .build()
+    }
+
+    fn ledger(client: Client) -> DynamoLedger {
+        DynamoLedger::new(client, "deliveries")
+    }
+
+    #[tokio::test]
+    async fn when_the_recipient_is_unclaimed_then_the_claim_is_a_conditional_put() {
+        let put = mock!(Client::put_item)
+            .match_requests(|req| {
+                req.condition_expression() == Some("attribute_not_exists(#email)")
+                    && req.item().unwrap()[RUN_KEY] == s("winter#20261224T090000Z")
+                    && req.item().unwrap()[STATE] == s("claimed")
+                    && req.item().unwrap()[CLAIM_TOKEN] == s("req-1")
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        let claimed = ledger(dynamo_client!(&put))
+            .claim(&run(), &email(), "req-1", at(1))
+            .await
+            .unwrap();
+        assert_eq!(claimed, ClaimResult::Claimed);
+    }
+
+    #[tokio::test]
+    async fn when_a_record_exists_then_claim_returns_it_decoded_from_the_condition_failure() {
+        let refused = mock!(Client::put_item).then_error(|| {
+            PutItemError::ConditionalCheckFailedException(condition_failed(Some(item([
+                (RUN_KEY, s("winter#20261224T090000Z")),
+                (EMAIL, s("aiko@example.com")),
+                (STATE, s("sent")),
+                (CLAIM_TOKEN, s("req-0")),
+                (CLAIMED_AT, time(at(1))),
+                (SES_MESSAGE_ID, s("0100-abc")),
+                (UPDATED_AT, time(at(2))),
+            ]))))
+        });
+        let existing = ledger(dynamo_client!(&refused))
+            .claim(&run(), &email(), "req-1", at(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            existing,
+            ClaimResult::Existing(DeliveryRecord {
+                email: email(),
+                state: DeliveryState::Sent,
+                claim_token: Some("req-0".into()),
+                claimed_at: Some(at(1)),
+                ses_message_id: Some("0100-abc".into()),
+                reason: None,
+                updated_at: at(2),
+            })
+        );
+        assert_eq!(refused.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn when_the_claim_is_no_longer_ours_then_complete_answers_false() {
+        let refused = mock!(Client::update_item)
+            .match_requests(|req| {
+                req.condition_expression() == Some("#state = :claimed AND #claim_token = :token")
+                    && req.expression_attribute_values().unwrap()[":token"] == s("req-1")
+            })
+            .then_error(|| {
+                UpdateItemError::ConditionalCheckFailedException(condition_failed(None))
+            });
+        let done = ledger(dynamo_client!(&refused))
+            .complete(
+                &run(),
+                &email(),
+                "req-1",
+                &Outcome::Sent {
+                    ses_message_id: "0100-abc".into(),
+                },
+                at(3),
+            )
+            .await
+            .unwrap();
+        assert!(!done);
+    }
+
+    #[tokio::test]
+    async fn when_the_completion_was_already_written_by_this_attempt_then_complete_answers_true() {
+        let repeated = mock!(Client::update_item).then_error(|| {
+            UpdateItemError::ConditionalCheckFailedException(condition_failed(Some(item([
+                (RUN_KEY, s("winter#20261224T090000Z")),
+                (EMAIL, s("aiko@example.com")),
+                (STATE, s("failed")),
+                (CLAIM_TOKEN, s("req-1")),
+                (UPDATED_AT, time(at(3))),
+            ]))))
+        });
+        let failed = Outcome::Failed {
+            reason: "MessageRejected: bad content".into(),
+        };
+        let done = ledger(dynamo_client!(&repeated))
+            .complete(&run(), &email(), "req-1", &failed, at(3))
+            .await
+            .unwrap();
+        assert!(done);
+    }
+
+    #[tokio::test]
+    async fn when_a_claim_completes_then_state_time_and_message_id_are_set() {
+        let update = mock!(Client::update_item)
+            .match_requests(|req| {
+                let values = req.expression_attribute_values().unwrap();
+                req.update_expression()
+                    == Some("SET #state = :state, #updated_at = :updated_at, #ses_message_id = :ses_message_id")
+                    && values[":state"] == s("sent")
+                    && values[":ses_message_id"] == s("0100-abc")
+            })
+            .then_output(|| UpdateItemOutput::builder().build());
+        let done = ledger(dynamo_client!(&update))
+            .complete(
+                &run(),
+                &email(),
+                "req-1",
+                &Outcome::Sent {
+                    ses_message_id: "0100-abc".into(),
+                },
+                at(3),
+            )
+            .await
+            .unwrap();
+        assert!(done);
+    }
+
+    #[tokio::test]
+    async fn when_an_abandoned_claim_had_no_token_then_uncertain_requires_its_absence() {
+        let update = mock!(Client::update_item)
+            .match_requests(|req| {
+                req.condition_expression()
+                    == Some("#state = :claimed AND attribute_not_exists(#claim_token)")
+                    && !req
+                        .expression_attribute_values()
+                        .unwrap()
+                        .contains_key(":token")
+            })
+            .then_output(|| UpdateItemOutput::builder().build());
+        assert!(
+            ledger(dynamo_client!(&update))
+                .mark_uncertain(&run(), &email(), None, at(9))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn when_the_claim_to_release_is_gone_then_release_succeeds_quietly() {
+        let refused = mock!(Client::delete_item).then_error(|| {
+            DeleteItemError::ConditionalCheckFailedException(condition_failed(None))
+        });
+        ledger(dynamo_client!(&refused))
+            .release(&run(), &email(), "req-1")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn counts_read_every_page_and_time_the_sends() {
+        let sent = |minute| item([(STATE, s("sent")), (UPDATED_AT, time(at(minute)))]);
+        let first = mock!(Client::query)
+            .match_requests(|req| {
+                req.consistent_read() == Some(true)
+                    && req.projection_expression() == Some("#state, #updated_at")
+            })
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(sent(4))
+                    .items(item([(STATE, s("failed")), (UPDATED_AT, time(at(5)))]))
+                    .last_evaluated_key(RUN_KEY, s("winter#20261224T090000Z"))
+                    .last_evaluated_key(EMAIL, s("b@example.com"))
+                    .build()
+            });
+        let second = mock!(Client::query)
+            .match_requests(|req| req.exclusive_start_key().is_some())
+            .then_output(move || QueryOutput::builder().items(sent(2)).items(sent(8)).build());
+        let counts = ledger(dynamo_client!(&first, &second))
+            .counts(&run())
+            .await
+            .unwrap();
+        assert_eq!(counts.sent, 3);
+        assert_eq!(counts.failed, 1);
+        assert_eq!(counts.first_sent_at, Some(at(2)));
+        assert_eq!(counts.last_sent_at, Some(at(8)));
+    }
+
+    #[tokio::test]
+    async fn a_rejected_input_is_kept_in_its_own_partition_with_a_short_excerpt() {
+        let put = mock!(Client::put_item)
+            .match_requests(|req| {
+                let stored = req.item().unwrap();
+                stored[RUN_KEY] == s("rejected#sender")
+                    && stored[EMAIL] == s("msg-1")
+                    && matches!(&stored["excerpt"], AttributeValue::S(text) if text.len() == EXCERPT_MAX_BYTES)
+            })
+            .then_output(|| PutItemOutput::builder().build());
+        DynamoRejects::new(dynamo_client!(&put), "deliveries")
+            .record(&RejectedInput {
+                source: "sender".into(),
+                id: "msg-1".into(),
+                reason: "not a send job".into(),
+                excerpt: "x".repeat(10_000),
+                at: at(1),
+            })
+            .await
+            .unwrap();
+        assert_eq!(put.num_calls(), 1);
+    }
+}

@@ -1,0 +1,485 @@
+//! [`EmailSender`] on SES v2 `SendEmail`: one recipient per call, simple content, so SES adds
+//! the List-Unsubscribe header and replaces `{{amazonSESUnsubscribeUrl}}` when the message
+//! names a contact list.
+//!
+//! SES errors are classified by their type (`SendEmailError` variants, never message text):
+//!
+//! | SES error | class | why |
+//! |---|---|---|
+//! | `TooManyRequestsException` | Throttled | the send rate was exceeded |
+//! | `LimitExceededException` | QuotaExhausted | the daily quota ran out; the retry waits long (the 24-hour window frees gradually) |
+//! | `SendingPausedException`, `AccountSuspendedException`, `MailFromDomainNotVerifiedException` | Fatal | the account stops every send |
+//! | `NotFoundException` | Fatal | the configuration set or contact list is missing: every send of the run fails alike |
+//! | `MessageRejected`, `BadRequestException` | Permanent | this message will never go |
+//! | connection failure (no answer was read) | Transient | almost always before SES saw the request |
+//! | timeout, unreadable response | OutcomeUnknown | SES may have accepted the message: recorded `uncertain`, never resent |
+//! | request not built (no region, bad endpoint) | Fatal | every send would fail alike |
+//! | unmodelled error with HTTP 401 or 403 (access denied, bad signature) | Fatal | a permission or credential problem stops every send |
+//! | any other unmodelled error (5xx, unknown codes) | Transient | |
+//!
+//! A dispatch failure is taken as "not sent": the SDK reports it when no response was read,
+//! which in practice is a refused or reset connection before SES processed the request. A
+//! connection cut after SES read the whole request would land here too; that narrow window is
+//! accepted, because treating every connection error as uncertain would strand recipients on
+//! every network blip.
+//!
+//! The client used for sends never retries by itself (`RetryConfig::disabled()`): a throttled
+//! recipient goes back on the queue with the sender's own backoff, and the shared send budget
+//! slows down, which an SDK retry loop inside the call would hide from it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_sesv2::Client;
+use aws_sdk_sesv2::config::Region;
+use aws_sdk_sesv2::config::retry::RetryConfig;
+use aws_sdk_sesv2::error::BuildError;
+use aws_sdk_sesv2::operation::send_email::SendEmailError;
+use aws_sdk_sesv2::types::{
+    Body, Content, Destination, EmailContent, ListManagementOptions, Message, MessageTag,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use hikyaku_core::logging::shown;
+use hikyaku_core::ports::{EmailSender, OutboundEmail, SendError, SendErrorClass};
+
+const CHARSET: &str = "UTF-8";
+
+/// SES v2 sender with one client per region (created on first use, then kept).
+#[derive(Debug)]
+pub struct SesSender {
+    default: Client,
+    regional: Mutex<HashMap<String, Client>>,
+}
+
+impl SesSender {
+    /// A sender on the base configuration's region, endpoint and credentials, with the SDK's
+    /// retries turned off (see the module documentation).
+    pub fn new(base: &SdkConfig) -> SesSender {
+        SesSender::from_client(Client::new(base))
+    }
+
+    /// A sender built on `client`'s configuration (retries turned off); messages naming
+    /// another region get a client for it derived from the same configuration.
+    pub fn from_client(client: Client) -> SesSender {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        SesSender {
+            default: Client::from_conf(config),
+            regional: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for `region`: the default one when `None` or the same region.
+    fn client_for(&self, region: Option<&str>) -> Client {
+        let Some(region) = region else {
+            return self.default.clone();
+        };
+        if self.default.config().region().map(Region::as_ref) == Some(region) {
+            return self.default.clone();
+        }
+        let mut regional = self
+            .regional
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        regional
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let config = self
+                    .default
+                    .config()
+                    .to_builder()
+                    .region(Region::new(region.to_owned()))
+                    .build();
+                Client::from_conf(config)
+            })
+            .clone()
+    }
+}
+
+fn content(data: &str) -> Result<Content, BuildError> {
+    Content::builder().data(data).charset(CHARSET).build()
+}
+
+/// The request's parts that SDK builders check; an error here is a bug or bad data, not SES.
+fn email_content(email: &OutboundEmail) -> Result<EmailContent, BuildError> {
+    let mut body = Body::builder();
+    if !email.html.is_empty() {
+        body = body.html(content(&email.html)?);
+    }
+    if !email.text.is_empty() || email.html.is_empty() {
+        body = body.text(content(&email.text)?);
+    }
+    let message = Message::builder()
+        .subject(content(&email.subject)?)
+        .body(body.build())
+        .build();
+    Ok(EmailContent::builder().simple(message).build())
+}
+
+fn tags(email: &OutboundEmail) -> Result<Vec<MessageTag>, BuildError> {
+    email
+        .tags
+        .iter()
+        .map(|(name, value)| MessageTag::builder().name(name).value(value).build())
+        .collect()
+}
+
+fn list_management(email: &OutboundEmail) -> Result<Option<ListManagementOptions>, BuildError> {
+    email
+        .list_management
+        .as_ref()
+        .map(|(contact_list, topic)| {
+            ListManagementOptions::builder()
+                .contact_list_name(contact_list)
+                .set_topic_name(topic.clone())
+                .build()
+        })
+        .transpose()
+}
+
+/// The SES error's name and message: for a modelled error its type's name and the message
+/// it carries; the service's code and message otherwise.
+fn describe(err: &SendEmailError) -> (String, String) {
+    use SendEmailError as Ses;
+    let (name, message) = match err {
+        Ses::TooManyRequestsException(e) => ("TooManyRequestsException", e.message()),
+        Ses::LimitExceededException(e) => ("LimitExceededException", e.message()),
+        Ses::SendingPausedException(e) => ("SendingPausedException", e.message()),
+        Ses::AccountSuspendedException(e) => ("AccountSuspendedException", e.message()),
+        Ses::MailFromDomainNotVerifiedException(e) => {
+            ("MailFromDomainNotVerifiedException", e.message())
+        }
+        Ses::NotFoundException(e) => ("NotFoundException", e.message()),
+        Ses::MessageRejected(e) => ("MessageRejected", e.message()),
+        Ses::BadRequestException(e) => ("BadRequestException", e.message()),
+        other => (other.code().unwrap_or("UnknownError"), None),
+    };
+    let message = message.or(err.message()).unwrap_or("no message");
+    (name.to_owned(), message.to_owned())
+}
+
+/// Classifies a refused `SendEmail` (see the module's table).
+fn classify(err: SdkError<SendEmailError, HttpResponse>) -> SendError {
+    let transport = |class, code: &str, err: &SdkError<SendEmailError, HttpResponse>| SendError {
+        class,
+        code: code.to_owned(),
+        message: DisplayErrorContext(err).to_string(),
+    };
+    match err {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let err = context.into_err();
+            let class = match &err {
+                SendEmailError::TooManyRequestsException(_) => SendErrorClass::Throttled,
+                SendEmailError::LimitExceededException(_) => SendErrorClass::QuotaExhausted,
+                SendEmailError::SendingPausedException(_)
+                | SendEmailError::AccountSuspendedException(_)
+                | SendEmailError::MailFromDomainNotVerifiedException(_)
+                | SendEmailError::NotFoundException(_) => SendErrorClass::Fatal,
+                SendEmailError::MessageRejected(_) | SendEmailError::BadRequestException(_) => {
+                    SendErrorClass::Permanent
+                }
+                _ if matches!(status, 401 | 403) => SendErrorClass::Fatal,
+                _ => SendErrorClass::Transient,
+            };
+            let (code, message) = describe(&err);
+            SendError {
+                class,
+                code,
+                message,
+            }
+        }
+        ref other @ SdkError::TimeoutError(_) => {
+            transport(SendErrorClass::OutcomeUnknown, "TimeoutError", other)
+        }
+        ref other @ SdkError::DispatchFailure(_) => {
+            transport(SendErrorClass::Transient, "DispatchFailure", other)
+        }
+        ref other @ SdkError::ResponseError(_) => {
+            transport(SendErrorClass::OutcomeUnknown, "ResponseError", other)
+        }
+        ref other @ SdkError::ConstructionFailure(_) => {
+            transport(SendErrorClass::Fatal, "ConstructionFailure", other)
+        }
+        ref other => transport(SendErrorClass::Transient, "UnknownError", other),
+    }
+}
+
+#[async_trait]
+impl EmailSender for SesSender {
+    /// One `SendEmail`; the SES message id on success. An accepted message without an id
+    /// (some emulators) is still a success, with an empty id: reporting it as an error would
+    /// send it again.
+    #[tracing::instrument(skip_all, fields(to = %shown(&email.to), region = email.region.as_deref().unwrap_or("default")), err)]
+    async fn send(&self, email: &OutboundEmail) -> Result<String, SendError> {
+        let invalid = |err: BuildError| SendError {
+            class: SendErrorClass::Permanent,
+            code: "InvalidRequest".to_owned(),
+            message: err.to_string(),
+        };
+        let request = self
+            .client_for(email.region.as_deref())
+            .send_email()
+            .from_email_address(&email.from)
+            .destination(
+                Destination::builder()
+                    .to_addresses(email.to.as_str())
+                    .build(),
+            )
+            .set_reply_to_addresses((!email.reply_to.is_empty()).then(|| {
+                email
+                    .reply_to
+                    .iter()
+                    .map(|a| a.as_str().to_owned())
+                    .collect()
+            }))
+            .content(email_content(email).map_err(invalid)?)
+            .set_configuration_set_name(email.configuration_set.clone())
+            .set_email_tags(Some(tags(email).map_err(invalid)?).filter(|tags| !tags.is_empty()))
+            .set_list_management_options(list_management(email).map_err(invalid)?);
+        match request.send().await {
+            Ok(output) => {
+                let id = output.message_id.unwrap_or_default();
+                if id.is_empty() {
+                    tracing::warn!("SES accepted the message without a message id");
+                }
+                Ok(id)
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
+    use aws_sdk_sesv2::types::error::{
+        AccountSuspendedException, BadRequestException, LimitExceededException,
+        MailFromDomainNotVerifiedException, MessageRejected, NotFoundException,
+        SendingPausedException, TooManyRequestsException,
+    };
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+    use hikyaku_core::email::EmailAddress;
+
+    fn email() -> OutboundEmail {
+        OutboundEmail {
+            region: None,
+            from: "News <news@example.com>".into(),
+            to: EmailAddress::parse("aiko@example.com").unwrap(),
+            reply_to: vec![EmailAddress::parse("help@example.com").unwrap()],
+            subject: "Winter sale".into(),
+            html: "<p>Hello</p>".into(),
+            text: "Hello".into(),
+            configuration_set: Some("hikyaku".into()),
+            list_management: Some(("newsletter".into(), Some("offers".into()))),
+            tags: vec![
+                ("campaign".into(), "winter".into()),
+                ("run".into(), "20261224T090000Z".into()),
+            ],
+        }
+    }
+
+    /// A sender whose client is built with SDK retries on, to prove `SesSender` turns them off.
+    fn sender(rules: &[&Rule]) -> SesSender {
+        SesSender::from_client(mock_client!(aws_sdk_sesv2, RuleMode::Sequential, rules))
+    }
+
+    /// Sends through a client whose only answer is `error()`; the error and the number of
+    /// calls made.
+    async fn refused_with(
+        error: impl Fn() -> SendEmailError + Send + Sync + 'static,
+    ) -> (SendError, usize) {
+        let rule = mock!(Client::send_email).then_error(error);
+        let err = sender(&[&rule]).send(&email()).await.unwrap_err();
+        (err, rule.num_calls())
+    }
+
+    #[tokio::test]
+    async fn when_ses_accepts_then_the_message_id_is_returned_and_every_option_is_sent() {
+        let accepted = mock!(Client::send_email)
+            .match_requests(|req| {
+                let simple = req.content().unwrap().simple().unwrap();
+                let body = simple.body().unwrap();
+                let options = req.list_management_options().unwrap();
+                req.from_email_address() == Some("News <news@example.com>")
+                    && req.destination().unwrap().to_addresses() == ["aiko@example.com"]
+                    && req.reply_to_addresses() == ["help@example.com"]
+                    && req.configuration_set_name() == Some("hikyaku")
+                    && req.email_tags().len() == 2
+                    && req.email_tags()[0].name() == "campaign"
+                    && simple.subject().unwrap().charset() == Some("UTF-8")
+                    && body.html().unwrap().data() == "<p>Hello</p>"
+                    && body.text().unwrap().data() == "Hello"
+                    && options.contact_list_name() == "newsletter"
+                    && options.topic_name() == Some("offers")
+            })
+            .then_output(|| SendEmailOutput::builder().message_id("0100-abc").build());
+        assert_eq!(
+            sender(&[&accepted]).send(&email()).await.unwrap(),
+            "0100-abc"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_ses_throttles_then_the_send_is_throttled_and_not_retried_by_the_sdk() {
+        let (err, calls) = refused_with(|| {
+            SendEmailError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .message("Maximum sending rate exceeded.")
+                    .build(),
+            )
+        })
+        .await;
+        assert_eq!(err.class, SendErrorClass::Throttled);
+        assert_eq!(err.code, "TooManyRequestsException");
+        assert_eq!(err.message, "Maximum sending rate exceeded.");
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn when_the_daily_quota_is_exceeded_then_the_quota_is_exhausted() {
+        let (err, calls) = refused_with(|| {
+            SendEmailError::LimitExceededException(
+                LimitExceededException::builder()
+                    .message("Daily message quota exceeded.")
+                    .build(),
+            )
+        })
+        .await;
+        assert_eq!(err.class, SendErrorClass::QuotaExhausted);
+        assert_eq!(err.code, "LimitExceededException");
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn when_sending_is_paused_then_the_error_is_fatal() {
+        let (err, _) = refused_with(|| {
+            SendEmailError::SendingPausedException(
+                SendingPausedException::builder()
+                    .message("sending paused")
+                    .build(),
+            )
+        })
+        .await;
+        assert_eq!(err.class, SendErrorClass::Fatal);
+        assert_eq!(err.code, "SendingPausedException");
+    }
+
+    #[tokio::test]
+    async fn when_the_account_or_its_settings_refuse_then_the_error_is_fatal() {
+        type Refusal = (fn() -> SendEmailError, &'static str);
+        let refusals: [Refusal; 3] = [
+            (
+                || {
+                    SendEmailError::AccountSuspendedException(
+                        AccountSuspendedException::builder().build(),
+                    )
+                },
+                "AccountSuspendedException",
+            ),
+            (
+                || {
+                    SendEmailError::MailFromDomainNotVerifiedException(
+                        MailFromDomainNotVerifiedException::builder().build(),
+                    )
+                },
+                "MailFromDomainNotVerifiedException",
+            ),
+            (
+                || SendEmailError::NotFoundException(NotFoundException::builder().build()),
+                "NotFoundException",
+            ),
+        ];
+        for (error, name) in refusals {
+            let (err, _) = refused_with(error).await;
+            assert_eq!(err.class, SendErrorClass::Fatal, "{name}");
+            assert_eq!(err.code, name);
+        }
+    }
+
+    #[tokio::test]
+    async fn when_the_message_is_rejected_then_the_error_is_permanent() {
+        let (err, _) = refused_with(|| {
+            SendEmailError::MessageRejected(
+                MessageRejected::builder()
+                    .message("Email address is not verified.")
+                    .build(),
+            )
+        })
+        .await;
+        assert_eq!(err.class, SendErrorClass::Permanent);
+        assert_eq!(err.code, "MessageRejected");
+        assert_eq!(err.message, "Email address is not verified.");
+        let (err, _) = refused_with(|| {
+            SendEmailError::BadRequestException(BadRequestException::builder().build())
+        })
+        .await;
+        assert_eq!(err.class, SendErrorClass::Permanent);
+    }
+
+    #[tokio::test]
+    async fn when_ses_fails_with_a_server_error_then_the_send_is_transient() {
+        let unavailable = mock!(Client::send_email).then_http_response(|| {
+            HttpResponse::new(
+                StatusCode::try_from(503).unwrap(),
+                SdkBody::from(r#"{"message":"Service unavailable"}"#),
+            )
+        });
+        let err = sender(&[&unavailable]).send(&email()).await.unwrap_err();
+        assert_eq!(err.class, SendErrorClass::Transient);
+        assert_eq!(unavailable.num_calls(), 1);
+    }
+
+    #[test]
+    fn when_an_unmodelled_error_is_an_access_denial_then_it_is_fatal() {
+        let denied = SendEmailError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not authorized to perform ses:SendEmail")
+                .build(),
+        );
+        let raw =
+            |status| HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        let err = classify(SdkError::service_error(denied, raw(403)));
+        assert_eq!(err.class, SendErrorClass::Fatal);
+        assert_eq!(err.code, "AccessDeniedException");
+        let odd = SendEmailError::generic(ErrorMetadata::builder().code("Odd").build());
+        assert_eq!(
+            classify(SdkError::service_error(odd, raw(500))).class,
+            SendErrorClass::Transient
+        );
+        let timeout: SdkError<SendEmailError, HttpResponse> = SdkError::timeout_error("slow");
+        assert_eq!(classify(timeout).class, SendErrorClass::OutcomeUnknown);
+    }
+
+    #[test]
+    fn when_a_region_is_named_then_a_client_for_it_is_made_once() {
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, &[] as &[&Rule]);
+        let sender = SesSender::from_client(client);
+        assert_eq!(
+            sender
+                .client_for(None)
+                .config()
+                .region()
+                .map(Region::as_ref),
+            Some("us-east-1")
+        );
+        let eu = sender.client_for(Some("eu-west-1"));
+        assert_eq!(eu.config().region().map(Region::as_ref), Some("eu-west-1"));
+        sender.client_for(Some("eu-west-1"));
+        sender.client_for(Some("us-east-1"));
+        assert_eq!(sender.regional.lock().unwrap().len(), 1);
+    }
+}
