@@ -239,7 +239,15 @@ fn shown(value: &str) -> String {
 }
 
 fn parse_email(raw: &str) -> Result<EmailAddress, String> {
-    EmailAddress::parse(raw).map_err(|err| format!("email \"{}\": {err}", shown(raw)))
+    EmailAddress::parse(raw).map_err(|err| {
+        let reason = err.to_string();
+        if raw.trim().chars().count() > 3 && reason.contains(raw.trim()) {
+            // The reason quotes the input already.
+            format!("email: {reason}")
+        } else {
+            format!("email \"{}\": {reason}", shown(raw))
+        }
+    })
 }
 
 /// Refuses control characters in text values other than tab and line breaks, which a
@@ -285,6 +293,13 @@ fn check_size(attributes: &Attributes) -> Result<(), String> {
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
+/// One physical line: its number (from 1), its content, and its line break.
+struct Line<'a> {
+    number: u64,
+    content: &'a [u8],
+    line_break: &'a [u8],
+}
+
 /// A file's physical lines, numbered from 1, each split into its content and its line break
 /// (`\n`, `\r\n`, or nothing at the end of the file). A byte order mark at the start is dropped.
 struct Lines<R> {
@@ -302,7 +317,7 @@ impl<R: Read> Lines<R> {
         }
     }
 
-    fn next_line(&mut self) -> Result<Option<(u64, &[u8], &[u8])>, ImportError> {
+    fn next_line(&mut self) -> Result<Option<Line<'_>>, ImportError> {
         self.buffer.clear();
         let limit = MAX_LINE_BYTES as u64 + 1;
         let read = (&mut self.reader)
@@ -332,7 +347,11 @@ impl<R: Read> Lines<R> {
             usize::from(line.ends_with(b"\n"))
         };
         let (content, line_break) = line.split_at(line.len() - break_len);
-        Ok(Some((self.number, content, line_break)))
+        Ok(Some(Line {
+            number: self.number,
+            content,
+            line_break,
+        }))
     }
 }
 
@@ -386,7 +405,12 @@ impl<R: Read> CsvReader<R> {
         let mut quote_line = 0;
         let mut size = 0usize;
         loop {
-            let Some((number, content, line_break)) = self.lines.next_line()? else {
+            let Some(Line {
+                number,
+                content,
+                line_break,
+            }) = self.lines.next_line()?
+            else {
                 if record.start == 0 {
                     return Ok(None);
                 }
@@ -666,7 +690,10 @@ fn jsonl_row(text: &str) -> Result<(EmailAddress, Attributes), String> {
 
 fn read_jsonl(reader: impl Read, collector: &mut ContactCollector) -> Result<(), ImportError> {
     let mut lines = Lines::new(reader);
-    while let Some((number, content, _)) = lines.next_line()? {
+    while let Some(Line {
+        number, content, ..
+    }) = lines.next_line()?
+    {
         let row = match std::str::from_utf8(content) {
             Ok(text) if text.trim().is_empty() => continue,
             Ok(text) => jsonl_row(text.trim()),
@@ -701,7 +728,10 @@ pub fn read_address_list(reader: impl Read) -> Result<AddressList, ImportError> 
     let mut lines = Lines::new(reader);
     let mut list = AddressList::default();
     let mut seen = HashSet::new();
-    while let Some((number, content, _)) = lines.next_line()? {
+    while let Some(Line {
+        number, content, ..
+    }) = lines.next_line()?
+    {
         let parsed = match std::str::from_utf8(content) {
             Err(_) => Err("the line is not valid UTF-8".to_owned()),
             Ok(text) => {
@@ -1015,7 +1045,10 @@ mod tests {
         ));
         assert_eq!(emails(&out), ["ok@example.net"]);
         assert!(reason_at(&out, 2).contains("no '@'"));
-        assert!(reason_at(&out, 3).contains("display name"));
+        assert!(
+            reason_at(&out, 3)
+                .starts_with("email: 'Jane Doe <jane@example.com>' looks like a display name")
+        );
         assert!(reason_at(&out, 4).contains("65 octets"));
         assert!(reason_at(&out, 5).contains("empty"));
         assert!(reason_at(&out, 6).contains("more than one '@'"));

@@ -1,0 +1,359 @@
+//! From a parsed command line to a report: the ports and settings a command runs with, and
+//! the dispatch. `main` wires AWS in; the tests wire in the fakes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hikyaku_aws::config::env_opt;
+use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
+use hikyaku_core::ids::RunRef;
+use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
+
+use crate::cli::{CampaignCommand, Command, ContactsCommand, SuppressionCommand};
+use crate::commands::{campaign, contacts, suppression};
+use crate::error::CliError;
+use crate::invoke::FunctionInvoke;
+use crate::output::Report;
+use crate::progress::Progress;
+
+pub const FANOUT_FUNCTION_VAR: &str = "HIKYAKU_FANOUT_FUNCTION";
+pub const DEFAULT_FANOUT_FUNCTION: &str = "hikyaku-fanout";
+
+pub struct Ports<'a> {
+    pub contacts: &'a dyn ContactStore,
+    pub campaigns: &'a dyn CampaignStore,
+    pub runs: &'a dyn RunStore,
+    pub ledger: &'a dyn Ledger,
+    pub suppressions: &'a dyn SuppressionList,
+    pub invoker: &'a dyn FunctionInvoke,
+}
+
+pub struct Settings {
+    pub fanout_function: String,
+    /// How often `campaign start --wait` looks at the run.
+    pub poll_interval: Duration,
+    pub progress: Progress,
+    pub now: fn() -> DateTime<Utc>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, CliError> {
+        let fanout_function = env_opt(FANOUT_FUNCTION_VAR)
+            .map_err(|err| CliError::new(err.to_string()))?
+            .unwrap_or_else(|| DEFAULT_FANOUT_FUNCTION.to_owned());
+        Ok(Settings {
+            fanout_function,
+            poll_interval: Duration::from_secs(1),
+            progress: Progress::for_stderr(),
+            now: Utc::now,
+        })
+    }
+}
+
+/// The AWS adapters, built from the environment.
+pub struct Aws {
+    stores: DynamoStores,
+    invoker: FunctionInvoker,
+}
+
+impl Aws {
+    pub async fn from_env() -> Result<Aws, CliError> {
+        let tables = Tables::from_env().map_err(|err| {
+            CliError::new(err.to_string()).hint(
+                "set the five HIKYAKU_*_TABLE variables (see `hikyaku --help`); locally: \
+                 `make local-up`, then `set -a; . .local/stack.env; set +a`",
+            )
+        })?;
+        let sdk = load_sdk_config().await;
+        if sdk.region().is_none() {
+            return Err(CliError::new("no AWS region is configured")
+                .hint("set AWS_REGION (or a region in your AWS profile)"));
+        }
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        Ok(Aws {
+            stores: DynamoStores::new(&dynamodb, &tables),
+            invoker: FunctionInvoker::new(aws_sdk_lambda::Client::new(&sdk)),
+        })
+    }
+
+    pub fn ports(&self) -> Ports<'_> {
+        Ports {
+            contacts: &self.stores.contacts,
+            campaigns: &self.stores.campaigns,
+            runs: &self.stores.runs,
+            ledger: &self.stores.ledger,
+            suppressions: &self.stores.suppressions,
+            invoker: &self.invoker,
+        }
+    }
+}
+
+pub async fn dispatch(
+    command: &Command,
+    ports: &Ports<'_>,
+    settings: &Settings,
+) -> Result<Box<dyn Report>, CliError> {
+    let progress = &settings.progress;
+    let now = (settings.now)();
+    Ok(match command {
+        Command::Contacts(ContactsCommand::Import { file, list, format }) => Box::new(
+            contacts::import(ports.contacts, list, file, format.map(Into::into), progress).await?,
+        ),
+        Command::Contacts(ContactsCommand::List {
+            list,
+            segment,
+            limit,
+        }) => Box::new(
+            contacts::list(ports.contacts, list, segment.as_deref(), *limit, progress).await?,
+        ),
+        Command::Campaign(CampaignCommand::Create { file }) => {
+            Box::new(campaign::create(ports.campaigns, ports.contacts, file).await?)
+        }
+        Command::Campaign(CampaignCommand::Preview { id, contact, out }) => Box::new(
+            campaign::preview(
+                ports.campaigns,
+                ports.contacts,
+                ports.suppressions,
+                id,
+                contact,
+                out.as_deref(),
+            )
+            .await?,
+        ),
+        Command::Campaign(CampaignCommand::Start { id, wait, timeout }) => {
+            let mut report = campaign::start(
+                ports.campaigns,
+                ports.invoker,
+                &settings.fanout_function,
+                id,
+                now,
+                progress,
+            )
+            .await?;
+            if *wait {
+                let run = RunRef::new(id.clone(), report.run_id.clone());
+                let options = campaign::WaitOptions {
+                    interval: settings.poll_interval,
+                    timeout: timeout.map(Duration::from_secs),
+                };
+                let status =
+                    campaign::wait(ports.runs, ports.ledger, &run, options, progress).await?;
+                report.status = Some(campaign::status_report(status, (settings.now)()));
+            }
+            Box::new(report)
+        }
+        Command::Campaign(CampaignCommand::Status { id, run }) => Box::new(
+            campaign::status(
+                ports.campaigns,
+                ports.runs,
+                ports.ledger,
+                id,
+                run.as_ref(),
+                now,
+            )
+            .await?,
+        ),
+        Command::Suppression(SuppressionCommand::Add { emails, reason }) => {
+            Box::new(suppression::add(ports.suppressions, emails, reason, now).await?)
+        }
+        Command::Suppression(SuppressionCommand::Import { file, reason }) => {
+            Box::new(suppression::import(ports.suppressions, file, reason, now, progress).await?)
+        }
+        Command::Suppression(SuppressionCommand::List) => {
+            Box::new(suppression::list(ports.suppressions).await?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use hikyaku_core::fakes::{
+        FakeCampaigns, FakeContacts, FakeLedger, FakeQueue, FakeRuns, FakeSuppressions,
+    };
+    use hikyaku_core::fanout::{FanoutPorts, FanoutRequest, FanoutSettings, fan_out};
+    use hikyaku_core::ledger::Outcome;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    #[derive(Default)]
+    struct Fakes {
+        contacts: FakeContacts,
+        campaigns: FakeCampaigns,
+        runs: FakeRuns,
+        ledger: FakeLedger,
+        suppressions: FakeSuppressions,
+        queue: FakeQueue,
+    }
+
+    /// The fan-out and, at once, a sender that sends to every recipient not suppressed.
+    struct Pipeline<'a>(&'a Fakes);
+
+    #[async_trait::async_trait]
+    impl FunctionInvoke for Pipeline<'_> {
+        async fn invoke(
+            &self,
+            function: &str,
+            payload: &serde_json::Value,
+        ) -> Result<serde_json::Value, String> {
+            assert_eq!(function, "fanout-under-test");
+            let f = self.0;
+            let request: FanoutRequest =
+                serde_json::from_value(payload.clone()).map_err(|e| e.to_string())?;
+            let ports = FanoutPorts {
+                campaigns: &f.campaigns,
+                runs: &f.runs,
+                contacts: &f.contacts,
+                queue: &f.queue,
+            };
+            let outcome = fan_out(
+                &ports,
+                &request,
+                &FanoutSettings::default(),
+                "test",
+                &|| Duration::from_secs(600),
+                &Utc::now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let run = request.run();
+            for job in f.queue.take_jobs() {
+                for r in job.recipients {
+                    let at = Utc::now();
+                    let suppressed = f.suppressions.check(std::slice::from_ref(&r.email));
+                    if suppressed.await.unwrap().is_empty() {
+                        f.ledger.claim(&run, &r.email, "t", at).await.unwrap();
+                        let sent = Outcome::Sent {
+                            ses_message_id: "m".into(),
+                        };
+                        f.ledger
+                            .complete(&run, &r.email, "t", &sent, at)
+                            .await
+                            .unwrap();
+                    } else {
+                        f.ledger
+                            .record_suppressed(&run, &r.email, "manual", at)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+            Ok(serde_json::to_value(outcome).unwrap())
+        }
+    }
+
+    async fn hikyaku(fakes: &Fakes, args: &[&str]) -> Result<Box<dyn Report>, CliError> {
+        let cli = Cli::try_parse_from(std::iter::once("hikyaku").chain(args.iter().copied()))
+            .expect("arguments parse");
+        let invoker = Pipeline(fakes);
+        let ports = Ports {
+            contacts: &fakes.contacts,
+            campaigns: &fakes.campaigns,
+            runs: &fakes.runs,
+            ledger: &fakes.ledger,
+            suppressions: &fakes.suppressions,
+            invoker: &invoker,
+        };
+        let settings = Settings {
+            fanout_function: "fanout-under-test".into(),
+            poll_interval: Duration::from_millis(1),
+            progress: Progress::hidden(),
+            now: Utc::now,
+        };
+        dispatch(&cli.command, &ports, &settings).await
+    }
+
+    #[tokio::test]
+    async fn a_campaign_goes_from_a_contact_file_to_a_finished_run() {
+        let fakes = Fakes::default();
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("contacts.csv");
+        std::fs::write(
+            &csv,
+            "email,first_name,mail_allowed,account_type\n\
+             a@example.com,Aiko,1,2\nb@example.com,Ben,1,2\nc@example.com,Chloé,0,2\nbad,X,1,2\n",
+        )
+        .unwrap();
+        let toml = dir.path().join("campaign.toml");
+        std::fs::write(
+            &toml,
+            "id = \"demo\"\nlist = \"news\"\nsegment = \"mail_allowed == 1 && account_type == 2\"\n\
+             subject = \"Hi {{first_name}}\"\nhtml = \"<p>Hello {{first_name}}</p>\"\n\
+             [from]\naddress = \"news@example.com\"\n",
+        )
+        .unwrap();
+        let csv = csv.to_str().unwrap();
+        let toml = toml.to_str().unwrap();
+
+        let import = hikyaku(&fakes, &["contacts", "import", csv, "--list", "news"])
+            .await
+            .unwrap();
+        assert_eq!(import.json()["imported"], 3);
+        assert!(import.failure().is_none());
+        hikyaku(&fakes, &["campaign", "create", toml])
+            .await
+            .unwrap();
+        hikyaku(
+            &fakes,
+            &["suppression", "add", "b@example.com", "--reason", "asked"],
+        )
+        .await
+        .unwrap();
+        let listed = hikyaku(
+            &fakes,
+            &[
+                "contacts",
+                "list",
+                "--list",
+                "news",
+                "--segment",
+                "mail_allowed == 1",
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(listed.json()["selected"], 2);
+
+        let started = hikyaku(&fakes, &["campaign", "start", "demo", "--wait", "--json"])
+            .await
+            .unwrap();
+        assert!(started.failure().is_none());
+        let json = started.json();
+        assert_eq!(json["fanout"]["status"], "completed");
+        assert_eq!(json["status"]["phase"], "completed");
+        assert_eq!(json["status"]["run"]["counts"]["sent"], 1);
+        assert_eq!(json["status"]["run"]["counts"]["suppressed"], 1);
+        let text = started.text();
+        assert!(text.contains("Started campaign 'demo'"), "{text}");
+        assert!(text.contains("phase      completed"), "{text}");
+
+        let status = hikyaku(&fakes, &["campaign", "status", "demo"])
+            .await
+            .unwrap();
+        assert_eq!(status.json()["run_id"], json["run_id"]);
+        let preview = hikyaku(
+            &fakes,
+            &["campaign", "preview", "demo", "--contact", "a@example.com"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(preview.json()["subject"], "Hi Aiko");
+        let suppressions = hikyaku(&fakes, &["suppression", "list"]).await.unwrap();
+        assert_eq!(
+            suppressions.json()["suppressions"][0]["email"],
+            "b@example.com"
+        );
+    }
+
+    #[test]
+    fn the_fanout_function_defaults_to_hikyaku_fanout() {
+        // The variable is not set in the test environment.
+        if std::env::var_os(FANOUT_FUNCTION_VAR).is_none() {
+            assert_eq!(
+                Settings::from_env().unwrap().fanout_function,
+                "hikyaku-fanout"
+            );
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The command line: commands, arguments and the help text.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hikyaku_core::ids::{CampaignId, ListId, RunId};
+use hikyaku_core::import::ImportFormat;
+
+const ENVIRONMENT: &str = "\
+Environment (configuration comes from these variables only):
+  HIKYAKU_CONTACTS_TABLE       DynamoDB table of contacts (name or ARN); required
+  HIKYAKU_CAMPAIGNS_TABLE      DynamoDB table of campaigns; required
+  HIKYAKU_RUNS_TABLE           DynamoDB table of runs; required
+  HIKYAKU_DELIVERIES_TABLE     DynamoDB table of the delivery ledger; required
+  HIKYAKU_SUPPRESSIONS_TABLE   DynamoDB table of suppressions; required
+  HIKYAKU_FANOUT_FUNCTION      Lambda function `campaign start` invokes [default: hikyaku-fanout]
+  AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
+                               the AWS SDK's standard settings
+  AWS_ENDPOINT_URL             another endpoint for every AWS service (locally: moto)
+  AWS_ENDPOINT_URL_LAMBDA      another endpoint for Lambda (locally: cargo lambda watch,
+                               http://127.0.0.1:9000)
+  RUST_LOG                     diagnostics on stderr, e.g. RUST_LOG=debug [default: warn]
+
+Locally, `make local-up` writes all of them to .local/stack.env; load it with
+`set -a; . .local/stack.env; set +a`.
+
+Exit status: 0 on success (invalid rows of an import are reported, not fatal), 1 when the
+command failed (the error and a hint are on stderr), 2 for a usage error.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hikyaku",
+    version,
+    about = "Bulk email through Amazon SES: contacts, campaigns, runs and suppressions",
+    after_long_help = ENVIRONMENT,
+    after_help = "See `hikyaku --help` for the environment variables.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Print the result as one JSON document on stdout (errors stay on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import contact lists and see what a segment selects
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Create, preview, start campaigns and follow their runs
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+    /// Addresses that are never mailed
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContactsCommand {
+    /// Import a CSV or JSON Lines file into a list; invalid rows are reported, the rest imported
+    #[command(long_about = "Import a CSV or JSON Lines file into a list.\n\n\
+CSV: a header row with an `email` column (any case); every other column is an attribute, \
+its cells typed as true/false, integers, decimals or text; an empty cell is no value. \
+UTF-8 with or without a byte order mark; quoted fields may hold commas and line breaks.\n\
+JSON Lines: one object a line with an \"email\" key; other keys are attributes with \
+true/false, number or string values.\n\n\
+Invalid rows are listed with their line and reason and the valid rows are imported; rows \
+repeating an address are merged (later values win). Importing the same file again changes \
+nothing.")]
+    Import {
+        /// The contact file (.csv, .jsonl or .ndjson)
+        file: PathBuf,
+        /// The list to import into
+        #[arg(long)]
+        list: ListId,
+        /// Read the file as this format, whatever its extension
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+    },
+    /// Show a list's contacts, or those a segment selects, with counts over the whole list
+    List {
+        #[arg(long)]
+        list: ListId,
+        /// A CEL expression over the contact's attributes, e.g. 'mail_allowed == 1 && account_type == 2'
+        #[arg(long)]
+        segment: Option<String>,
+        /// Show at most this many contacts (the counts cover the whole list)
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+impl From<FormatArg> for ImportFormat {
+    fn from(format: FormatArg) -> ImportFormat {
+        match format {
+            FormatArg::Csv => ImportFormat::Csv,
+            FormatArg::Jsonl => ImportFormat::Jsonl,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CampaignCommand {
+    /// Validate a campaign file against its list and store it
+    Create {
+        /// The campaign's TOML file
+        file: PathBuf,
+    },
+    /// Render a campaign for one contact of its list
+    Preview {
+        /// The campaign id
+        id: CampaignId,
+        /// The contact's address
+        #[arg(long, value_name = "EMAIL")]
+        contact: String,
+        /// Write the HTML part to this file
+        #[arg(long, value_name = "FILE.html")]
+        out: Option<PathBuf>,
+    },
+    /// Start a run now by invoking the fan-out function
+    Start {
+        /// The campaign id
+        id: CampaignId,
+        /// Wait until every recipient is done (or the run is paused), then print its status
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds (the run goes on)
+        #[arg(long, value_name = "SECONDS", requires = "wait")]
+        timeout: Option<u64>,
+    },
+    /// Show a run's progress, counts per delivery state and send rate
+    Status {
+        /// The campaign id
+        id: CampaignId,
+        /// The run (its scheduled time, YYYYMMDDTHHMMSSZ); the latest without it
+        #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
+        run: Option<RunId>,
+    },
+}
+
+fn parse_run_id(value: &str) -> Result<RunId, String> {
+    RunId::parse(value).map_err(|err| err.to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuppressionCommand {
+    /// Suppress addresses (source "manual"); addresses suppressed already keep their entry
+    Add {
+        /// The addresses
+        #[arg(required = true, value_name = "EMAIL")]
+        emails: Vec<String>,
+        /// Why they must not be mailed
+        #[arg(long)]
+        reason: String,
+    },
+    /// Suppress every address of a file: one a line, `#` starts a comment
+    Import {
+        file: PathBuf,
+        /// Why they must not be mailed
+        #[arg(long)]
+        reason: String,
+    },
+    /// List every suppressed address with its reason and source
+    List,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("hikyaku").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn contacts_import_takes_a_file_a_list_and_an_optional_format() {
+        let cli = parse(&[
+            "contacts", "import", "c.txt", "--list", "news", "--format", "csv", "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        match cli.command {
+            Command::Contacts(ContactsCommand::Import { file, list, format }) => {
+                assert_eq!(file, PathBuf::from("c.txt"));
+                assert_eq!(list.as_str(), "news");
+                assert_eq!(format, Some(FormatArg::Csv));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["contacts", "import", "c.csv"]).is_err());
+        assert!(parse(&["contacts", "import", "c.csv", "--list", "a.b"]).is_err());
+        assert!(
+            parse(&[
+                "contacts", "import", "c.csv", "--list", "x", "--format", "xlsx"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn json_is_accepted_anywhere() {
+        assert!(parse(&["--json", "suppression", "list"]).unwrap().json);
+        assert!(parse(&["suppression", "list", "--json"]).unwrap().json);
+        assert!(!parse(&["suppression", "list"]).unwrap().json);
+    }
+
+    #[test]
+    fn contacts_list_has_a_default_limit() {
+        match parse(&["contacts", "list", "--list", "news", "--segment", "x == 1"])
+            .unwrap()
+            .command
+        {
+            Command::Contacts(ContactsCommand::List { limit, segment, .. }) => {
+                assert_eq!(limit, 20);
+                assert_eq!(segment.as_deref(), Some("x == 1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn campaign_commands_parse_their_ids() {
+        match parse(&["campaign", "start", "winter", "--wait", "--timeout", "60"])
+            .unwrap()
+            .command
+        {
+            Command::Campaign(CampaignCommand::Start { id, wait, timeout }) => {
+                assert_eq!(id.as_str(), "winter");
+                assert!(wait);
+                assert_eq!(timeout, Some(60));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["campaign", "start", "winter", "--timeout", "60"]).is_err());
+        assert!(parse(&["campaign", "start", "bad id"]).is_err());
+        match parse(&["campaign", "status", "winter", "--run", "20260101T090000Z"])
+            .unwrap()
+            .command
+        {
+            Command::Campaign(CampaignCommand::Status { run, .. }) => {
+                assert_eq!(run.unwrap().as_str(), "20260101T090000Z");
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["campaign", "status", "winter", "--run", "yesterday"]).unwrap_err();
+        assert!(err.to_string().contains("YYYYMMDDTHHMMSSZ"), "{err}");
+        assert!(parse(&["campaign", "preview", "winter"]).is_err());
+        assert!(
+            parse(&[
+                "campaign",
+                "preview",
+                "winter",
+                "--contact",
+                "a@example.com",
+                "--out",
+                "x.html"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn suppression_add_needs_addresses_and_a_reason() {
+        assert!(parse(&["suppression", "add", "--reason", "x"]).is_err());
+        assert!(parse(&["suppression", "add", "a@example.com"]).is_err());
+        match parse(&[
+            "suppression",
+            "add",
+            "a@example.com",
+            "b@example.com",
+            "--reason",
+            "asked",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Suppression(SuppressionCommand::Add { emails, reason }) => {
+                assert_eq!(emails.len(), 2);
+                assert_eq!(reason, "asked");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_help_names_every_environment_variable() {
+        let help = Cli::command().render_long_help().to_string();
+        use hikyaku_aws::Tables;
+        for var in [
+            Tables::CONTACTS_VAR,
+            Tables::CAMPAIGNS_VAR,
+            Tables::RUNS_VAR,
+            Tables::DELIVERIES_VAR,
+            Tables::SUPPRESSIONS_VAR,
+            crate::app::FANOUT_FUNCTION_VAR,
+            "AWS_ENDPOINT_URL_LAMBDA",
+        ] {
+            assert!(help.contains(var), "{var} missing from --help");
+        }
+    }
+}
