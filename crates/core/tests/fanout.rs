@@ -98,7 +98,7 @@ async fn when_the_audience_fits_the_time_then_every_selected_contact_is_enqueued
     assert_eq!(seen.len() as u64, selected);
     assert!(seen.values().all(|&n| n == 1));
     // Only the attributes the template reads travel.
-    let job = &world.queue.jobs.lock().unwrap()[0];
+    let job = world.queue.jobs.lock().unwrap()[0].clone();
     assert!(job.recipients[0].attributes.contains_key("first_name"));
     assert!(!job.recipients[0].attributes.contains_key("city"));
     let record = world.runs.get(&request().run()).await.unwrap().unwrap();
