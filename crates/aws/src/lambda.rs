@@ -279,3 +279,71 @@ mod tests {
         );
     }
 }
+
+/// Time left in an invocation, from the runtime's `Lambda-Runtime-Deadline-Ms`.
+///
+/// Lambda gives the deadline in milliseconds since the Unix epoch. Some runtime emulators
+/// give the function's timeout in milliseconds instead; a value that cannot be an epoch
+/// time of this century is read that way, counted from when the invocation was received, so
+/// the same binary paces itself alike in both places.
+#[derive(Clone, Copy, Debug)]
+pub struct InvocationClock {
+    deadline: std::time::SystemTime,
+}
+
+/// 2001-09-09 in epoch milliseconds: any real deadline is later.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+impl InvocationClock {
+    pub fn new(deadline_ms: u64) -> InvocationClock {
+        let now = std::time::SystemTime::now();
+        let deadline = if deadline_ms >= EPOCH_MS_FLOOR {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms)
+        } else {
+            now + std::time::Duration::from_millis(deadline_ms)
+        };
+        InvocationClock { deadline }
+    }
+
+    pub fn time_left(&self) -> std::time::Duration {
+        self.deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn when_the_deadline_is_an_epoch_time_then_time_left_counts_down_to_it() {
+        let in_a_minute = SystemTime::now() + Duration::from_secs(60);
+        let ms = in_a_minute.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let left = InvocationClock::new(ms).time_left();
+        assert!(
+            left > Duration::from_secs(58) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn when_the_deadline_is_past_then_no_time_is_left() {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            - 1_000;
+        assert_eq!(InvocationClock::new(ms).time_left(), Duration::ZERO);
+    }
+
+    #[test]
+    fn when_the_deadline_is_a_timeout_then_it_counts_from_now() {
+        let left = InvocationClock::new(600_000).time_left();
+        assert!(
+            left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+            "{left:?}"
+        );
+    }
+}

@@ -1,10 +1,8 @@
 //! Translates the invocation into the core fan-out and its outcome into the response. When
 //! time runs short the run is continued by an asynchronous invocation of this same function.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use hikyaku_aws::dynamodb::{DynamoCampaigns, DynamoContacts, DynamoRuns};
-use hikyaku_aws::lambda::FunctionInvoker;
+use hikyaku_aws::lambda::{FunctionInvoker, InvocationClock};
 use hikyaku_aws::sqs::SqsJobQueue;
 use hikyaku_core::fanout::{FanoutOutcome, FanoutPorts, FanoutRequest, FanoutSettings, fan_out};
 use lambda_runtime::{Error, LambdaEvent};
@@ -17,15 +15,6 @@ pub(crate) struct Deps {
     pub queue: SqsJobQueue,
     pub invoker: FunctionInvoker,
     pub settings: FanoutSettings,
-}
-
-/// Time until the invocation's deadline (epoch milliseconds).
-pub(crate) fn time_until(deadline_ms: u64) -> Duration {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 /// A payload that is not a fan-out request is answered, not retried: Lambda's asynchronous
@@ -56,8 +45,8 @@ pub(crate) async fn function_handler(
         contacts: &deps.contacts,
         queue: &deps.queue,
     };
-    let deadline = context.deadline;
-    let time_left = move || time_until(deadline);
+    let clock = InvocationClock::new(context.deadline);
+    let time_left = move || clock.time_left();
     let outcome = fan_out(
         &ports,
         &request,
@@ -112,10 +101,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(problem.contains("' '"), "{problem}");
-    }
-
-    #[test]
-    fn time_left_never_underflows() {
-        assert_eq!(time_until(0), Duration::ZERO);
     }
 }

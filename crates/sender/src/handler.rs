@@ -2,13 +2,14 @@
 //! response: a message that must be tried again is a batch item failure; a malformed one is
 //! recorded and acknowledged, and never takes the rest of its batch down with it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use hikyaku_aws::dynamodb::{
     DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns, DynamoSuppressions,
 };
+use hikyaku_aws::lambda::InvocationClock;
 use hikyaku_aws::ses::SesSender;
 use hikyaku_aws::sqs::SqsJobQueue;
 use hikyaku_core::job::SendJob;
@@ -40,14 +41,6 @@ pub(crate) enum Disposition {
     Rejected(String),
     /// Deliver again: a batch item failure.
     Retry(String),
-}
-
-fn time_until(deadline_ms: u64) -> Duration {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 const EXCERPT_CHARS: usize = 2048;
@@ -109,8 +102,14 @@ pub(crate) async fn function_handler(
         sender: &deps.sender,
         queue: &deps.queue,
     };
-    let deadline = context.deadline;
-    let time_left = move || time_until(deadline);
+    let clock = InvocationClock::new(context.deadline);
+    let time_left = move || clock.time_left();
+    tracing::info!(
+        messages = event.records.len(),
+        deadline_ms = context.deadline,
+        time_left_ms = time_left().as_millis() as u64,
+        "batch received"
+    );
     let results = join_all(event.records.iter().map(|message| {
         handle_message(
             &ports,

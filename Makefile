@@ -1,0 +1,233 @@
+# hikyaku: targets named by intent. `make help` lists them.
+
+# Build output lives outside the clone so that every clone, branch and CI job reuses it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/hikyaku/target
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+PYTHON ?= python3
+NPM ?= npm
+
+# ---------------------------------------------------------------------------------------------
+# Pinned tools, installed into the git-ignored .tools/ folder
+# ---------------------------------------------------------------------------------------------
+TOOLS_DIR := .tools
+VENV := $(TOOLS_DIR)/venv
+NODE_DIR := $(TOOLS_DIR)/node
+MOTO_VERSION := 5.2.5
+CARGO_LAMBDA_VERSION := 1.9.2
+ZIGLANG_VERSION := 0.14.1
+# The SES v2 emulator version is pinned, with its whole dependency tree, in this lock file.
+SES_LOCAL_LOCK := scripts/ses-local/package-lock.json
+
+VENV_STAMP := $(VENV)/.installed-moto-$(MOTO_VERSION)-cargo-lambda-$(CARGO_LAMBDA_VERSION)-zig-$(ZIGLANG_VERSION)
+NODE_STAMP := $(NODE_DIR)/.installed-$(shell sha256sum $(SES_LOCAL_LOCK) 2>/dev/null | cut -c1-16)
+CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
+
+.PHONY: tools
+tools: $(VENV_STAMP) $(NODE_STAMP) ## Install the pinned local tools into .tools/ (fast when present)
+
+$(VENV_STAMP):
+	@echo "==> installing moto $(MOTO_VERSION), cargo-lambda $(CARGO_LAMBDA_VERSION), ziglang $(ZIGLANG_VERSION) into $(VENV)"
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'moto[server]==$(MOTO_VERSION)' \
+		'cargo-lambda==$(CARGO_LAMBDA_VERSION)' \
+		'ziglang==$(ZIGLANG_VERSION)'
+	touch $@
+
+$(NODE_STAMP): $(SES_LOCAL_LOCK) scripts/ses-local/package.json
+	@echo "==> installing aws-ses-v2-local (pinned by $(SES_LOCAL_LOCK)) into $(NODE_DIR)"
+	rm -rf $(NODE_DIR)
+	mkdir -p $(NODE_DIR)
+	cp scripts/ses-local/package.json $(SES_LOCAL_LOCK) $(NODE_DIR)/
+	$(NPM) ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: tools-clean
+tools-clean: ## Remove .tools/ (the next `make tools` reinstalls)
+	rm -rf $(TOOLS_DIR)
+
+# ---------------------------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------------------------
+LAMBDA_PACKAGES := hikyaku-fanout hikyaku-sender hikyaku-feedback
+LAMBDA_ARCH_TARGET := aarch64-unknown-linux-gnu
+# Deployable bootstraps stay in the clone (git-ignored) where infra/ finds them, although the
+# build itself uses CARGO_TARGET_DIR.
+LAMBDA_DIR ?= target/lambda
+
+.PHONY: build
+build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bootstrap)
+	@if ! rustup target list --installed 2>/dev/null | grep -qx '$(LAMBDA_ARCH_TARGET)'; then \
+		echo "error: the Rust target $(LAMBDA_ARCH_TARGET) is not installed;" \
+		     "run: rustup target add $(LAMBDA_ARCH_TARGET)" >&2; \
+		exit 1; \
+	fi
+	@# The venv on PATH lets cargo-zigbuild find the pinned Zig (python3 -m ziglang).
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
+		--lambda-dir $(LAMBDA_DIR) $(addprefix --package ,$(LAMBDA_PACKAGES))
+
+# ---------------------------------------------------------------------------------------------
+# Local stack: moto, the SES v2 emulator, the SES fault proxy, cargo lambda watch, the SQS pump
+# Everything binds to loopback; pid files and logs live in the git-ignored .local/.
+# ---------------------------------------------------------------------------------------------
+LOCAL_DIR := .local
+LOCAL_HOST ?= 127.0.0.1
+MOTO_PORT ?= 5000
+SES_PORT ?= 8005
+SES_PROXY_PORT ?= 8006
+LAMBDA_PORT ?= 9000
+LAMBDA_PROXY_PORT ?= 9001
+# Seconds each service may take to answer its health check.
+STARTUP_TIMEOUT ?= 120
+# PUMP=0 brings the stack up without the SQS -> sender pump (integration tests run their own).
+PUMP ?= 1
+PUMP_FUNCTION ?= hikyaku-sender
+PUMP_ARGS ?=
+SES_PROXY_ARGS ?=
+LAMBDA_PROXY_ARGS ?=
+# Instances per function under cargo lambda watch (the pump's 2 batches, twice with
+# --duplicate-delivery, plus a fan-out invoking itself).
+LAMBDA_CONCURRENCY ?= 4
+# WATCH_RELOAD=0: keep the functions as built; by default cargo lambda watch rebuilds and
+# restarts them when a source file changes (an invocation in flight then never answers).
+WATCH_RELOAD ?= 1
+LAMBDA_WATCH_ARGS ?=
+SETUP_ARGS ?=
+# Built before anything starts, so `cargo lambda watch` finds the functions compiled.
+LOCAL_BUILD_PACKAGES ?= hikyaku-local $(LAMBDA_PACKAGES)
+STACK_ENV := $(LOCAL_DIR)/stack.env
+
+MOTO_URL := http://$(LOCAL_HOST):$(MOTO_PORT)
+SES_URL := http://$(LOCAL_HOST):$(SES_PORT)
+SES_PROXY_URL := http://$(LOCAL_HOST):$(SES_PROXY_PORT)
+LAMBDA_URL := http://$(LOCAL_HOST):$(LAMBDA_PORT)
+LAMBDA_PROXY_URL := http://$(LOCAL_HOST):$(LAMBDA_PROXY_PORT)
+
+HIKYAKU_LOCAL := $(CARGO_TARGET_DIR)/debug/hikyaku-local
+STACK := scripts/local-stack.sh
+# The emulators accept any credentials; these keep the SDK from looking for real ones.
+LOCAL_AWS_ENV := AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+	AWS_ENDPOINT_URL=$(MOTO_URL)
+
+export HIKYAKU_LOCAL_DIR := $(CURDIR)/$(LOCAL_DIR)
+
+.PHONY: local-up
+local-up: local-lambda-proxy $(if $(filter 1,$(PUMP)),local-pump) ## Start the local stack (PUMP=0: without the pump)
+	@echo "==> local stack is up; environment in $(STACK_ENV), logs in $(LOCAL_DIR)/logs/"
+	@echo "    SES inbox $(SES_URL)/  SES proxy $(SES_PROXY_URL)  Lambda $(LAMBDA_PROXY_URL) (watch $(LAMBDA_URL))"
+
+.PHONY: local-down
+local-down: ## Stop everything local-up started
+	@$(STACK) stop-all
+
+.PHONY: local-status
+local-status: ## Show which local services are running
+	@$(STACK) status
+
+.PHONY: local-build
+local-build: ## Debug build of the Lambda functions and hikyaku-local
+	$(CARGO) build $(addprefix -p ,$(LOCAL_BUILD_PACKAGES))
+
+.PHONY: local-moto
+local-moto: $(VENV_STAMP)
+	@$(STACK) ensure-free moto $(MOTO_URL)/moto-api/
+	@$(STACK) start moto -- $(VENV)/bin/moto_server -H $(LOCAL_HOST) -p $(MOTO_PORT)
+	@$(STACK) wait-http moto $(MOTO_URL)/moto-api/ $(STARTUP_TIMEOUT)
+
+.PHONY: local-ses
+local-ses: $(NODE_STAMP)
+	@$(STACK) ensure-free ses $(SES_URL)/health-check
+	@$(STACK) start ses -- node $(NODE_DIR)/node_modules/aws-ses-v2-local/dist/cli.js \
+		--host $(LOCAL_HOST) --port $(SES_PORT)
+	@$(STACK) wait-http ses $(SES_URL)/health-check $(STARTUP_TIMEOUT)
+
+.PHONY: local-ses-proxy
+local-ses-proxy: local-ses local-build
+	@$(STACK) ensure-free ses-proxy $(SES_PROXY_URL)/_hikyaku/health
+	@$(STACK) start ses-proxy -- $(HIKYAKU_LOCAL) ses-proxy \
+		--listen $(LOCAL_HOST):$(SES_PROXY_PORT) --upstream $(SES_URL) $(SES_PROXY_ARGS)
+	@$(STACK) wait-http ses-proxy $(SES_PROXY_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
+
+.PHONY: local-setup
+local-setup: local-build local-moto local-ses-proxy ## Create tables, queues and topic on moto; write .local/stack.env
+	@$(LOCAL_AWS_ENV) $(HIKYAKU_LOCAL) setup --env-file $(STACK_ENV) \
+		--sesv2-endpoint $(SES_PROXY_URL) --lambda-endpoint $(LAMBDA_PROXY_URL) $(SETUP_ARGS)
+
+.PHONY: local-watch
+local-watch: local-setup $(VENV_STAMP)
+	@$(STACK) ensure-free lambda-watch $(LAMBDA_URL)/
+	@$(STACK) start lambda-watch -- $(CARGO_LAMBDA) lambda watch \
+		--invoke-address $(LOCAL_HOST) --invoke-port $(LAMBDA_PORT) \
+		--concurrency $(LAMBDA_CONCURRENCY) --env-file $(STACK_ENV) \
+		$(if $(filter 0,$(WATCH_RELOAD)),--ignore-changes) $(LAMBDA_WATCH_ARGS)
+	@$(STACK) wait-http lambda-watch $(LAMBDA_URL)/ $(STARTUP_TIMEOUT)
+
+# AWS's Invoke semantics over cargo lambda watch: Event invocations answer 202 and run in the
+# background; function errors come back as X-Amz-Function-Error.
+.PHONY: local-lambda-proxy
+local-lambda-proxy: local-watch
+	@$(STACK) ensure-free lambda-proxy $(LAMBDA_PROXY_URL)/_hikyaku/health
+	@$(STACK) start lambda-proxy -- $(HIKYAKU_LOCAL) lambda-proxy \
+		--listen $(LOCAL_HOST):$(LAMBDA_PROXY_PORT) --upstream $(LAMBDA_URL) $(LAMBDA_PROXY_ARGS)
+	@$(STACK) wait-http lambda-proxy $(LAMBDA_PROXY_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
+
+.PHONY: local-pump
+local-pump: local-lambda-proxy ## Start the SQS -> sender pump (the event source mapping)
+	@$(STACK) start-with-env pump $(STACK_ENV) -- $(HIKYAKU_LOCAL) pump \
+		--function $(PUMP_FUNCTION) $(PUMP_ARGS)
+	@$(STACK) wait-alive pump 2
+
+# ---------------------------------------------------------------------------------------------
+# The two commands, and the checks
+# ---------------------------------------------------------------------------------------------
+HIKYAKU := $(CARGO_TARGET_DIR)/debug/hikyaku
+
+.PHONY: demo
+demo: ## Run a real campaign end to end on the local stack, print its report, keep the inbox up
+	@$(MAKE) local-down
+	@$(MAKE) local-up LOCAL_BUILD_PACKAGES="$(LOCAL_BUILD_PACKAGES) hikyaku-cli" WATCH_RELOAD=0
+	@HIKYAKU=$(HIKYAKU) STACK_ENV=$(STACK_ENV) SES_URL=$(SES_URL) scripts/demo.sh
+
+.PHONY: test
+test: test-unit test-integration ## Unit tests, then integration tests on a local stack this target starts and stops
+
+.PHONY: test-unit
+test-unit: ## Unit and handler tests (no emulator needed)
+	$(CARGO) test --workspace --exclude hikyaku-tests
+
+# The stack is stopped whatever the tests' outcome; the tests share one send queue, so they
+# run one at a time.
+.PHONY: test-integration
+test-integration: tools ## Integration tests against the local stack (started and stopped here)
+	@$(MAKE) local-down
+	@status=0; \
+	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 || status=$$?; \
+	if [ $$status -eq 0 ]; then \
+		$(CARGO) test -p hikyaku-tests -- --test-threads=1 || status=$$?; \
+	fi; \
+	if [ $$status -eq 0 ]; then \
+		$(CARGO) test -p hikyaku-local --test local_stack -- --ignored --test-threads=1 || status=$$?; \
+	fi; \
+	if [ $$status -ne 0 ]; then $(STACK) tail-logs || true; fi; \
+	$(MAKE) local-down; \
+	exit $$status
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# ---------------------------------------------------------------------------------------------
+# Help
+# ---------------------------------------------------------------------------------------------
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'

@@ -1,0 +1,20 @@
+//! Local-only glue for running hikyaku without an AWS account.
+//!
+//! - [`setup`] creates the tables, queues and topic on the moto server and writes the stack's
+//!   environment file.
+//! - [`pump`] plays the SQS → Lambda event source mapping.
+//! - [`ses_proxy`] sits in front of the SES v2 emulator: it records what the emulator drops and
+//!   injects the SES errors a test asks for.
+//! - [`lambda_proxy`] sits in front of `cargo lambda watch` and gives its Invoke API AWS's
+//!   semantics (asynchronous `Event` invocations, function errors).
+//!
+//! Everything here talks to the emulators through the SDK's standard configuration
+//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_LAMBDA`, ...); nothing is specific to a local build.
+
+pub mod env_file;
+mod forward;
+pub mod lambda_proxy;
+pub mod pump;
+pub mod server;
+pub mod ses_proxy;
+pub mod setup;

@@ -1,0 +1,552 @@
+//! A proxy in front of the SES v2 emulator (aws-ses-v2-local).
+//!
+//! Every request is forwarded unchanged and the emulator's answer returned, except that:
+//! - SendEmail can be answered with an SES error instead ([`Faults`]), set at start or at run
+//!   time through `POST /_hikyaku/faults` (JSON [`Faults`]) and `DELETE /_hikyaku/faults`;
+//! - every SendEmail the emulator accepts is recorded with the fields the emulator drops
+//!   (configuration set, tags, list management options), listed at `GET /_hikyaku/sends`;
+//!   `POST /_hikyaku/reset` clears the records and counters (not the faults).
+//!
+//! `GET /_hikyaku/stats` returns the [`ProxyCounters`], `GET /_hikyaku/health` answers `ok`.
+
+pub mod faults;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::forward::{Forwarder, MAX_BODY_BYTES, now_ms, plain};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+pub use faults::{Faults, InjectedFault};
+
+/// SES v2 SendEmail: `POST /v2/email/outbound-emails`.
+pub const SEND_EMAIL_PATH: &str = "/v2/email/outbound-emails";
+
+/// Start-up settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SesProxyConfig {
+    /// Base URL of the emulator, e.g. `http://127.0.0.1:8005`.
+    pub upstream: String,
+    pub faults: Faults,
+}
+
+impl SesProxyConfig {
+    pub fn new(upstream: impl Into<String>) -> Self {
+        Self {
+            upstream: upstream.into(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// A SendEmail the emulator accepted, with the request fields the emulator does not keep.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedSend {
+    /// The emulator's MessageId (the `messageId` of its `/store`).
+    pub message_id: String,
+    pub from_email_address: Option<String>,
+    pub destination: RecordedDestination,
+    pub configuration_set_name: Option<String>,
+    pub email_tags: Vec<RecordedTag>,
+    pub list_management_options: Option<RecordedListManagement>,
+    /// `Content.Simple.Subject.Data`, when the content is simple.
+    pub subject: Option<String>,
+    /// When the proxy received the request, in milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedDestination {
+    pub to_addresses: Vec<String>,
+    pub cc_addresses: Vec<String>,
+    pub bcc_addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedTag {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedListManagement {
+    pub contact_list_name: String,
+    pub topic_name: Option<String>,
+}
+
+impl RecordedSend {
+    /// The value of the tag `name`, if the send carried it.
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        self.email_tags
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.value.as_str())
+    }
+
+    /// Every recipient: To, then Cc, then Bcc.
+    pub fn recipients(&self) -> impl Iterator<Item = &str> {
+        let d = &self.destination;
+        d.to_addresses
+            .iter()
+            .chain(&d.cc_addresses)
+            .chain(&d.bcc_addresses)
+            .map(String::as_str)
+    }
+}
+
+/// What the proxy has seen since it started or was reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyCounters {
+    /// SendEmail requests received.
+    pub send_email_requests: u64,
+    /// SendEmail requests the emulator accepted (and that are recorded).
+    pub send_email_accepted: u64,
+    pub throttled: u64,
+    pub rejected: u64,
+    pub paused: u64,
+    /// Requests of any kind forwarded to the emulator.
+    pub forwarded: u64,
+    /// Requests the emulator could not be reached for (answered 502).
+    pub upstream_errors: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SesProxyError {
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The proxy's state; clones share it. Serve it with [`SesProxy::serve`] or
+/// [`SesProxy::spawn`], inspect and steer it directly in-process.
+#[derive(Clone)]
+pub struct SesProxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    forwarder: Forwarder,
+    state: Mutex<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    faults: Faults,
+    /// SendEmail requests since the faults were set; drives `throttle_every`.
+    nth_since_faults: u64,
+    counters: ProxyCounters,
+    sends: Vec<RecordedSend>,
+}
+
+impl SesProxy {
+    pub fn new(config: SesProxyConfig) -> Result<Self, SesProxyError> {
+        let forwarder = Forwarder::new(&config.upstream, Some(Duration::from_secs(60)))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                forwarder,
+                state: Mutex::new(ProxyState {
+                    faults: config.faults,
+                    ..ProxyState::default()
+                }),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the faults and restarts the `throttle_every` count.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut state = self.lock();
+        state.faults = faults;
+        state.nth_since_faults = 0;
+    }
+
+    pub fn clear_faults(&self) {
+        self.set_faults(Faults::default());
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Accepted SendEmails, oldest first.
+    pub fn sends(&self) -> Vec<RecordedSend> {
+        self.lock().sends.clone()
+    }
+
+    pub fn counters(&self) -> ProxyCounters {
+        self.lock().counters
+    }
+
+    /// Forgets the recorded sends and zeroes the counters; the faults stay.
+    pub fn reset(&self) {
+        let mut state = self.lock();
+        state.sends.clear();
+        state.counters = ProxyCounters::default();
+        state.nth_since_faults = 0;
+    }
+
+    /// The HTTP routes: the control API under `/_hikyaku/`, everything else forwarded.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/_hikyaku/health", get(|| async { "ok" }))
+            .route(
+                "/_hikyaku/faults",
+                get(get_faults).post(post_faults).delete(delete_faults),
+            )
+            .route("/_hikyaku/sends", get(get_sends))
+            .route("/_hikyaku/stats", get(get_stats))
+            .route("/_hikyaku/reset", post(post_reset))
+            .fallback(forward)
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    pub async fn spawn(&self, addr: impl ToSocketAddrs) -> std::io::Result<RunningSesProxy> {
+        let running = crate::server::spawn(self.clone(), self.router(), addr).await?;
+        tracing::info!(
+            addr = %running.addr(),
+            upstream = %self.inner.forwarder.upstream(),
+            "SES proxy listening"
+        );
+        Ok(running)
+    }
+
+    fn record_request(&self) -> (Faults, u64) {
+        let mut state = self.lock();
+        state.nth_since_faults += 1;
+        state.counters.send_email_requests += 1;
+        (state.faults.clone(), state.nth_since_faults)
+    }
+}
+
+/// A [`SesProxy`] serving in the background.
+pub type RunningSesProxy = crate::server::Running<SesProxy>;
+
+async fn get_faults(State(proxy): State<SesProxy>) -> axum::Json<Faults> {
+    axum::Json(proxy.faults())
+}
+
+async fn post_faults(State(proxy): State<SesProxy>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) => {
+            tracing::info!(?faults, "faults set");
+            proxy.set_faults(faults.clone());
+            axum::Json(faults).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "message": format!("invalid faults: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn delete_faults(State(proxy): State<SesProxy>) -> StatusCode {
+    tracing::info!("faults cleared");
+    proxy.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_sends(State(proxy): State<SesProxy>) -> axum::Json<Vec<RecordedSend>> {
+    axum::Json(proxy.sends())
+}
+
+async fn get_stats(State(proxy): State<SesProxy>) -> axum::Json<ProxyCounters> {
+    axum::Json(proxy.counters())
+}
+
+async fn post_reset(State(proxy): State<SesProxy>) -> StatusCode {
+    proxy.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
+    let received_at_ms = now_ms();
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(e) => return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")),
+    };
+    let send_email = (parts.method == Method::POST && parts.uri.path() == SEND_EMAIL_PATH)
+        .then(|| serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null));
+
+    if let Some(request) = &send_email {
+        let (faults, nth) = proxy.record_request();
+        if let Some(ms) = faults.delay_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(fault) = faults.decide(nth, &recipients(request)) {
+            {
+                let mut state = proxy.lock();
+                match fault {
+                    InjectedFault::Throttled => state.counters.throttled += 1,
+                    InjectedFault::Rejected { .. } => state.counters.rejected += 1,
+                    InjectedFault::SendingPaused => state.counters.paused += 1,
+                }
+            }
+            tracing::info!(?fault, nth, "SendEmail answered with an injected fault");
+            return ses_error(&fault);
+        }
+    }
+
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let answer = match proxy
+        .inner
+        .forwarder
+        .send(parts.method, path_and_query, &parts.headers, body, &[])
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            proxy.lock().counters.upstream_errors += 1;
+            tracing::warn!(error = %e, "SES emulator unreachable");
+            return plain(StatusCode::BAD_GATEWAY, format!("SES emulator: {e}"));
+        }
+    };
+
+    {
+        let mut state = proxy.lock();
+        state.counters.forwarded += 1;
+        if let Some(request) = send_email.as_ref().filter(|_| answer.status.is_success()) {
+            let message_id = serde_json::from_slice::<Value>(&answer.body)
+                .ok()
+                .and_then(|v| v.get("MessageId")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            state.counters.send_email_accepted += 1;
+            state
+                .sends
+                .push(record(request, message_id, received_at_ms));
+        }
+    }
+
+    answer.into_response()
+}
+
+/// An SES v2 (restJson1) error: the SDK reads the type from `x-amzn-ErrorType` and the
+/// message from the body's `message`.
+fn ses_error(fault: &InjectedFault) -> Response {
+    let (status, error_type, message) = fault.response_parts();
+    let mut response = Response::new(Body::from(json!({ "message": message }).to_string()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-amzn-errortype"),
+        HeaderValue::from_static(error_type),
+    );
+    if let Ok(id) = HeaderValue::from_str(&request_id()) {
+        headers.insert(HeaderName::from_static("x-amzn-requestid"), id);
+    }
+    response
+}
+
+fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:08x}-0000-4000-8000-{n:012x}", now_ms() & 0xffff_ffff)
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn string(value: Option<&Value>) -> Option<String> {
+    value.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// All recipients of a SendEmail request body.
+fn recipients(request: &Value) -> Vec<String> {
+    let destination = request.get("Destination");
+    let field = |name: &str| strings(destination.and_then(|d| d.get(name)));
+    let mut all = field("ToAddresses");
+    all.extend(field("CcAddresses"));
+    all.extend(field("BccAddresses"));
+    all
+}
+
+/// The record of an accepted SendEmail request body (SES v2 JSON, PascalCase).
+fn record(request: &Value, message_id: String, received_at_ms: u64) -> RecordedSend {
+    let destination = request.get("Destination");
+    let dest = |name: &str| strings(destination.and_then(|d| d.get(name)));
+    let email_tags = request
+        .get("EmailTags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|tag| RecordedTag {
+            name: string(tag.get("Name")).unwrap_or_default(),
+            value: string(tag.get("Value")).unwrap_or_default(),
+        })
+        .collect();
+    let list_management_options =
+        request
+            .get("ListManagementOptions")
+            .map(|options| RecordedListManagement {
+                contact_list_name: string(options.get("ContactListName")).unwrap_or_default(),
+                topic_name: string(options.get("TopicName")),
+            });
+    RecordedSend {
+        message_id,
+        from_email_address: string(request.get("FromEmailAddress")),
+        destination: RecordedDestination {
+            to_addresses: dest("ToAddresses"),
+            cc_addresses: dest("CcAddresses"),
+            bcc_addresses: dest("BccAddresses"),
+        },
+        configuration_set_name: string(request.get("ConfigurationSetName")),
+        email_tags,
+        list_management_options,
+        subject: string(request.pointer("/Content/Simple/Subject/Data")),
+        received_at_ms,
+    }
+}
+
+/// A client for a proxy running in another process (e.g. the one `make local-up` starts).
+#[derive(Clone, Debug)]
+pub struct SesProxyClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl SesProxyClient {
+    /// `base_url`: e.g. `http://127.0.0.1:8006`.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base: base_url.into().trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/_hikyaku/{path}", self.base)
+    }
+
+    pub async fn sends(&self) -> reqwest::Result<Vec<RecordedSend>> {
+        self.http
+            .get(self.url("sends"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    pub async fn counters(&self) -> reqwest::Result<ProxyCounters> {
+        self.http
+            .get(self.url("stats"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    pub async fn faults(&self) -> reqwest::Result<Faults> {
+        self.http
+            .get(self.url("faults"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    pub async fn set_faults(&self, faults: &Faults) -> reqwest::Result<()> {
+        self.http
+            .post(self.url("faults"))
+            .json(faults)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn clear_faults(&self) -> reqwest::Result<()> {
+        self.http
+            .delete(self.url("faults"))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn reset(&self) -> reqwest::Result<()> {
+        self.http
+            .post(self.url("reset"))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keeps_what_the_emulator_drops() {
+        let request = json!({
+            "FromEmailAddress": "news@example.test",
+            "Destination": {"ToAddresses": ["a@x.test"], "BccAddresses": ["b@x.test"]},
+            "Content": {"Simple": {"Subject": {"Data": "Hello"}, "Body": {"Text": {"Data": "t"}}}},
+            "ConfigurationSetName": "hikyaku",
+            "EmailTags": [{"Name": "campaign", "Value": "c1"}, {"Name": "run", "Value": "r1"}],
+            "ListManagementOptions": {"ContactListName": "news", "TopicName": "weekly"}
+        });
+        let sent = record(&request, "m-1".into(), 7);
+        assert_eq!(sent.message_id, "m-1");
+        assert_eq!(sent.configuration_set_name.as_deref(), Some("hikyaku"));
+        assert_eq!(sent.tag("run"), Some("r1"));
+        assert_eq!(sent.tag("nope"), None);
+        assert_eq!(
+            sent.list_management_options,
+            Some(RecordedListManagement {
+                contact_list_name: "news".into(),
+                topic_name: Some("weekly".into())
+            })
+        );
+        assert_eq!(
+            sent.recipients().collect::<Vec<_>>(),
+            ["a@x.test", "b@x.test"]
+        );
+        assert_eq!(sent.subject.as_deref(), Some("Hello"));
+        assert_eq!(recipients(&request), ["a@x.test", "b@x.test"]);
+    }
+
+    #[test]
+    fn record_of_a_minimal_request_has_empty_fields() {
+        let sent = record(&json!({}), String::new(), 0);
+        assert_eq!(sent, RecordedSend::default());
+    }
+}
