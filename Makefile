@@ -203,12 +203,14 @@ test-unit: ## Unit and handler tests (no emulator needed)
 	$(CARGO) test --workspace --exclude hikyaku-tests
 
 # The stack is stopped whatever the tests' outcome; the tests share one send queue, so they
-# run one at a time.
+# run one at a time. Small fan-out pages, and a reserve as long as watch's timeout, make every
+# fan-out hand over after each page: every run exercises the continuation chain.
+TEST_FUNCTION_ENV := --function-env HIKYAKU_FANOUT_PAGE_SIZE=200 --function-env HIKYAKU_FANOUT_RESERVE_SECS=600
 .PHONY: test-integration
 test-integration: tools ## Integration tests against the local stack (started and stopped here)
 	@$(MAKE) local-down
 	@status=0; \
-	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 || status=$$?; \
+	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 SETUP_ARGS="$(TEST_FUNCTION_ENV)" || status=$$?; \
 	if [ $$status -eq 0 ]; then \
 		$(CARGO) test -p hikyaku-tests -- --test-threads=1 || status=$$?; \
 	fi; \

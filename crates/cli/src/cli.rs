@@ -17,8 +17,8 @@ Environment (configuration comes from these variables only):
   AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
                                the AWS SDK's standard settings
   AWS_ENDPOINT_URL             another endpoint for every AWS service (locally: moto)
-  AWS_ENDPOINT_URL_LAMBDA      another endpoint for Lambda (locally: cargo lambda watch,
-                               http://127.0.0.1:9000)
+  AWS_ENDPOINT_URL_LAMBDA      another endpoint for Lambda (locally: the Lambda proxy in
+                               front of cargo lambda watch, http://127.0.0.1:9001)
   RUST_LOG                     diagnostics on stderr, e.g. RUST_LOG=debug [default: warn]
 
 Locally, `make local-up` writes all of them to .local/stack.env; load it with

@@ -60,6 +60,19 @@ struct SetupArgs {
     /// Allow an endpoint that is not on loopback (or none: real AWS).
     #[arg(long)]
     allow_remote: bool,
+    /// A setting for the functions, written to the environment file (repeatable), e.g.
+    /// `--function-env HIKYAKU_FANOUT_PAGE_SIZE=200`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    function_env: Vec<(String, String)>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
 }
 
 #[derive(Args)]
@@ -204,7 +217,7 @@ async fn run_setup(args: SetupArgs) -> Result<(), BoxError> {
         sesv2: args.sesv2_endpoint,
         lambda: args.lambda_endpoint,
     };
-    setup::write_env_file(&args.env_file, &endpoints, &resources)?;
+    setup::write_env_file(&args.env_file, &endpoints, &resources, &args.function_env)?;
     tracing::info!(env_file = %args.env_file.display(), "stack ready");
     Ok(())
 }

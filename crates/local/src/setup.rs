@@ -324,17 +324,22 @@ pub fn stack_env(
     vars
 }
 
-/// Writes [`stack_env`] to `path` (atomically).
+/// Writes [`stack_env`] to `path` (atomically), followed by `function_env`: settings of the
+/// functions themselves (e.g. a smaller fan-out page for tests).
 pub fn write_env_file(
     path: &Path,
     endpoints: &LocalEndpoints,
     resources: &StackResources,
+    function_env: &[(String, String)],
 ) -> Result<(), SetupError> {
-    crate::env_file::write(path, &stack_env(endpoints, resources)).map_err(|source| {
-        SetupError::Write {
-            path: path.display().to_string(),
-            source,
-        }
+    let mut vars: Vec<(String, String)> = stack_env(endpoints, resources)
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    vars.extend(function_env.iter().cloned());
+    crate::env_file::write(path, &vars).map_err(|source| SetupError::Write {
+        path: path.display().to_string(),
+        source,
     })
 }
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The demo: a real campaign on the local stack, from a contacts file to mail in the SES
+# emulator's inbox. Called by `make demo` once the stack (with its pump) is up.
+set -euo pipefail
+
+: "${HIKYAKU:?path to the hikyaku binary}" "${STACK_ENV:?path to .local/stack.env}"
+SES_URL=${SES_URL:-http://127.0.0.1:8005}
+CAMPAIGN=winter-newsletter
+LIST=newsletter
+WORK=$(dirname "$STACK_ENV")/demo
+mkdir -p "$WORK"
+
+set -a
+# shellcheck disable=SC1090
+. "$STACK_ENV"
+set +a
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "Importing examples/contacts.csv into list '$LIST'"
+"$HIKYAKU" contacts import examples/contacts.csv --list "$LIST"
+"$HIKYAKU" --json contacts import examples/contacts.csv --list "$LIST" >"$WORK/import.json"
+
+step "Suppressing the addresses in examples/suppressions.txt"
+"$HIKYAKU" suppression import examples/suppressions.txt --reason manual
+
+step "Creating the campaign from examples/campaign.toml"
+"$HIKYAKU" campaign create examples/campaign.toml
+
+step "Previewing it for one contact"
+"$HIKYAKU" campaign preview "$CAMPAIGN" --contact chloe.takahashi.0001@example.org \
+    --out "$WORK/preview.html"
+echo "(HTML written to $WORK/preview.html)"
+
+step "Starting a run and waiting for it to finish"
+"$HIKYAKU" campaign start "$CAMPAIGN" --wait --timeout 900
+
+step "Report"
+"$HIKYAKU" --json campaign status "$CAMPAIGN" >"$WORK/status.json"
+python3 - "$WORK/import.json" "$WORK/status.json" "$SES_URL" <<'PY'
+import json, sys, urllib.request
+
+imported = json.load(open(sys.argv[1]))
+status = json.load(open(sys.argv[2]))
+store = json.load(urllib.request.urlopen(sys.argv[3] + "/store"))
+
+def find(obj, *names):
+    """The first value under any of `names`, searched depth-first."""
+    if isinstance(obj, dict):
+        for name in names:
+            if name in obj:
+                return obj[name]
+        for value in obj.values():
+            found = find(value, *names)
+            if found is not None:
+                return found
+    return None
+
+progress = find(status, "progress") or {}
+counts = find(status, "counts") or {}
+elapsed = find(status, "elapsed_seconds")
+rate = find(status, "send_rate")
+rows = [
+    ("contacts file rows", imported.get("rows")),
+    ("invalid rows (reported, skipped)", imported.get("invalid_rows")),
+    ("duplicates merged", imported.get("duplicates_merged")),
+    ("contacts read by the run", progress.get("contacts_read")),
+    ("audience (selected by the segment)", progress.get("selected")),
+    ("filtered out by the segment", progress.get("filtered")),
+    ("suppressed at send time", counts.get("suppressed")),
+    ("sent", counts.get("sent")),
+    ("failed", counts.get("failed")),
+    ("uncertain", counts.get("uncertain")),
+    ("elapsed", f"{elapsed:.1f} s" if isinstance(elapsed, (int, float)) else elapsed),
+    ("send rate", f"{rate:.1f} emails/s" if isinstance(rate, (int, float)) else rate),
+    ("messages in the SES inbox", len(store.get("emails", []))),
+]
+width = max(len(label) for label, _ in rows)
+print()
+for label, value in rows:
+    print(f"  {label:<{width}}  {value if value is not None else '-'}")
+PY
+
+cat <<TXT
+
+The mail is in the SES emulator's inbox: open $SES_URL in a browser.
+The stack keeps running so you can look around; \`make local-down\` stops it.
+TXT
