@@ -16,7 +16,7 @@ use hikyaku_core::job::SendJob;
 use hikyaku_core::ledger::DeliveryState;
 use hikyaku_core::ports::{JobQueue, Ledger, QueueError};
 use hikyaku_local::pump::DuplicateDelivery;
-use hikyaku_local::ses_proxy::Faults;
+use hikyaku_local::ses_proxy::{Faults, SesProxyClient};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -277,25 +277,30 @@ async fn a_malformed_message_is_recorded_and_the_rest_of_its_batch_is_sent() {
 }
 
 /// Sets SES faults for the length of a test, and clears them whatever happens.
-struct FaultGuard<'a>(&'a Stack);
+struct FaultGuard {
+    proxy_url: String,
+}
 
-impl<'a> FaultGuard<'a> {
-    async fn set(stack: &'a Stack, faults: Faults) -> FaultGuard<'a> {
+impl FaultGuard {
+    async fn set(stack: &Stack, faults: Faults) -> FaultGuard {
         stack.proxy.set_faults(&faults).await.unwrap();
-        FaultGuard(stack)
+        FaultGuard {
+            proxy_url: stack.vars["AWS_ENDPOINT_URL_SESV2"].clone(),
+        }
     }
 }
 
-impl Drop for FaultGuard<'_> {
+impl Drop for FaultGuard {
     fn drop(&mut self) {
-        let proxy = self.0.proxy.clone();
-        // Drop cannot await; a blocking client keeps this simple and certain.
+        // Drop cannot await: clear on a runtime of its own, with a client of its own (a client's
+        // connections belong to the runtime that made them).
+        let url = self.proxy_url.clone();
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(proxy.clear_faults())
+                .block_on(SesProxyClient::new(url).clear_faults())
         })
         .join()
         .unwrap()
@@ -386,16 +391,11 @@ async fn a_permanent_ses_rejection_is_recorded_with_its_reason_and_not_retried()
 
 #[tokio::test]
 async fn every_event_fixture_is_invoked_through_cargo_lambda() {
-    let stack = Stack::connect().await;
+    Stack::connect().await;
     let root = workspace_root();
     let cargo_lambda = root.join(".tools/venv/bin/cargo-lambda");
-    let port = stack
-        .watch_url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    // `cargo lambda watch` itself, not the Lambda proxy in front of it.
+    let port = std::env::var("LAMBDA_PORT").unwrap_or_else(|_| "9000".to_owned());
     let mut invoked = 0;
     for function in ["fanout", "sender", "feedback"] {
         let dir = root.join("events").join(function);
@@ -411,6 +411,8 @@ async fn every_event_fixture_is_invoked_through_cargo_lambda() {
                 .arg("lambda")
                 .arg("invoke")
                 .arg(format!("hikyaku-{function}"))
+                .arg("--invoke-address")
+                .arg("127.0.0.1")
                 .arg("--invoke-port")
                 .arg(&port)
                 .arg("--data-file")
