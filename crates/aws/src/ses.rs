@@ -29,6 +29,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// The longest one `SendEmail` may take. A call cut off here may have reached SES, so it is
+/// recorded `uncertain`; keeping it shorter than the sender's reserve (5 s by default) ends
+/// it before the function's deadline would, which would leave the claim to turn uncertain
+/// only after the claim timeout.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(4);
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -63,13 +70,19 @@ impl SesSender {
         SesSender::from_client(Client::new(base))
     }
 
-    /// A sender built on `client`'s configuration (retries turned off); messages naming
-    /// another region get a client for it derived from the same configuration.
+    /// A sender built on `client`'s configuration (retries turned off, each call bounded by
+    /// [`SEND_TIMEOUT`]); messages naming another region get a client for it derived from the
+    /// same configuration.
     pub fn from_client(client: Client) -> SesSender {
         let config = client
             .config()
             .to_builder()
             .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_sesv2::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(SEND_TIMEOUT)
+                    .build(),
+            )
             .build();
         SesSender {
             default: Client::from_conf(config),

@@ -4,7 +4,10 @@
 //! - Surrounding whitespace is trimmed; anything else that is not part of a bare `local@domain`
 //!   is refused with the reason: display names (`Name <a@b>`), angle brackets, quotes, lists
 //!   (`,` `;`), whitespace inside, control characters (with their position).
-//! - The local part is an RFC 5322 dot-atom of ASCII characters, its case preserved. Non-ASCII
+//! - The local part is an RFC 5322 dot-atom of ASCII characters, lower-cased. RFC 5321 lets a
+//!   server treat `John` and `john` as two mailboxes, but mailbox providers do not, and one
+//!   spelling per person is what makes "once" and consent hold: a list that writes `Aiko@` and
+//!   `aiko@` gets one email, and a suppression of either spelling covers both. Non-ASCII
 //!   local parts (SMTPUTF8, RFC 6531) are refused: SES does not support SMTPUTF8 and wants 7-bit
 //!   addresses, so such an address could not be sent to anyway.
 //! - The domain is converted with IDNA (UTS 46) to its ASCII form, lower-cased, with punycode for
@@ -142,7 +145,7 @@ impl EmailAddress {
             return Err(EmailError::TooLong { len });
         }
         Ok(EmailAddress {
-            address: format!("{local}@{domain}"),
+            address: format!("{}@{domain}", local.to_ascii_lowercase()),
             at: local.len(),
         })
     }
@@ -325,9 +328,10 @@ mod tests {
     }
 
     #[test]
-    fn lower_cases_the_domain_and_keeps_the_local_part_case() {
+    fn lower_cases_the_whole_address() {
         let a = ok("John.Smith@Example.COM");
-        assert_eq!(a.as_str(), "John.Smith@example.com");
+        assert_eq!(a.as_str(), "john.smith@example.com");
+        assert_eq!(a, ok("john.smith@example.com"));
     }
 
     #[test]
@@ -523,7 +527,7 @@ mod tests {
     #[test]
     fn serialises_as_a_validated_string() {
         let a = ok("Jane@Example.com");
-        assert_eq!(serde_json::to_string(&a).unwrap(), "\"Jane@example.com\"");
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"jane@example.com\"");
         let back: EmailAddress = serde_json::from_str("\"Jane@EXAMPLE.com\"").unwrap();
         assert_eq!(back, a);
         let bad = serde_json::from_str::<EmailAddress>("\"Jane <j@example.com>\"").unwrap_err();

@@ -250,14 +250,17 @@ impl RunStore for FakeRuns {
 #[derive(Default)]
 pub struct FakeLedger {
     pub records: Mutex<HashMap<(RunRef, EmailAddress), DeliveryRecord>>,
-    /// Operations (by name) that fail with a retryable error, for store-outage tests.
+    /// Operations (by name) that fail, for store-outage tests.
     pub failing: Mutex<HashSet<&'static str>>,
+    /// Whether those failures are for good (a missing table) rather than passing.
+    pub permanent: std::sync::atomic::AtomicBool,
 }
 
 impl FakeLedger {
     fn fail_if(&self, operation: &'static str) -> Result<(), StoreError> {
         if locked(&self.failing).contains(operation) {
-            return Err(StoreError::new(operation, "injected outage", true));
+            let retryable = !self.permanent.load(Ordering::SeqCst);
+            return Err(StoreError::new(operation, "injected outage", retryable));
         }
         Ok(())
     }
@@ -310,12 +313,12 @@ impl Ledger for FakeLedger {
         email: &EmailAddress,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ClaimResult, StoreError> {
         self.fail_if("record_suppressed")?;
         let mut records = locked(&self.records);
         let key = (run.clone(), email.clone());
-        if records.contains_key(&key) {
-            return Ok(false);
+        if let Some(existing) = records.get(&key) {
+            return Ok(ClaimResult::Existing(existing.clone()));
         }
         records.insert(
             key,
@@ -329,7 +332,7 @@ impl Ledger for FakeLedger {
                 updated_at: now,
             },
         );
-        Ok(true)
+        Ok(ClaimResult::Claimed)
     }
 
     async fn complete(
@@ -388,7 +391,9 @@ impl Ledger for FakeLedger {
         let Some(record) = records.get_mut(&(run.clone(), email.clone())) else {
             return Ok(false);
         };
-        if record.state != DeliveryState::Claimed || record.claim_token.as_deref() != stale_token {
+        if record.claim_token.as_deref() != stale_token
+            || !DeliveryState::may_follow(Some(record.state), DeliveryState::Uncertain)
+        {
             return Ok(false);
         }
         record.state = DeliveryState::Uncertain;

@@ -102,9 +102,12 @@ pub enum FanoutError {
     LeaseLost(RunRef),
 }
 
-/// Keeps only the attributes the template reads: SQS carries no more than the mail needs.
-pub fn recipient_for(campaign: &Campaign, contact: crate::contact::Contact) -> JobRecipient {
-    let wanted = campaign.template.variables();
+/// Keeps only the attributes the template reads (`wanted`): SQS carries no more than the
+/// mail needs.
+pub fn recipient_for(
+    wanted: &std::collections::BTreeSet<String>,
+    contact: crate::contact::Contact,
+) -> JobRecipient {
     let attributes: Attributes = contact
         .attributes
         .into_iter()
@@ -169,11 +172,45 @@ pub async fn fan_out(
     {
         return Ok(FanoutOutcome::Busy { run });
     }
+    let outcome = fan_out_under_lease(
+        ports,
+        &campaign,
+        &schema,
+        run.clone(),
+        record,
+        settings,
+        owner,
+        time_left,
+        now,
+    )
+    .await;
+    if outcome.is_err() {
+        // Give the lease back, so Lambda's retry of this invocation can carry on at once.
+        if let Err(release) = ports.runs.release_lease(&run, owner).await {
+            tracing::warn!(run = %run, error = %release, "fan-out lease not released");
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fan_out_under_lease(
+    ports: &FanoutPorts<'_>,
+    campaign: &Campaign,
+    schema: &crate::contact::ListSchema,
+    run: RunRef,
+    record: RunRecord,
+    settings: &FanoutSettings,
+    owner: &str,
+    time_left: &(dyn Fn() -> Duration + Send + Sync),
+    now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+) -> Result<FanoutOutcome, FanoutError> {
     // The lease may have been taken after a crash: read the cursor under our lease.
     let record = ports.runs.get(&run).await?.unwrap_or(record);
     let mut cursor = record.cursor;
     let mut progress = record.progress;
     let per_job = settings.recipients_per_job.clamp(1, MAX_RECIPIENTS_PER_JOB);
+    let wanted = campaign.template.variables();
     loop {
         let page = ports
             .contacts
@@ -197,7 +234,7 @@ pub async fn fan_out(
                 Some(segment) => segment.matches(&contact.email, &contact.attributes),
             };
             match verdict {
-                Ok(true) => selected.push(recipient_for(&campaign, contact)),
+                Ok(true) => selected.push(recipient_for(&wanted, contact)),
                 Ok(false) => progress.filtered += 1,
                 Err(err) => {
                     progress.segment_errors += 1;

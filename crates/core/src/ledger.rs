@@ -111,6 +111,8 @@ impl Outcome {
 /// What a sender does when its claim finds a record already there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExistingClaim {
+    /// The claim is this attempt's own (its write was retried after a lost answer).
+    Ours,
     /// Done before (a redelivered or duplicated message): nothing to do.
     AlreadyDone(DeliveryState),
     /// Another sender holds it and may still be sending: try again later.
@@ -124,11 +126,15 @@ pub enum ExistingClaim {
 /// timeout, so a live holder is never taken for an abandoned one.
 pub fn judge_existing(
     existing: &DeliveryRecord,
+    token: &str,
     now: DateTime<Utc>,
     claim_timeout: Duration,
 ) -> ExistingClaim {
     if existing.state.is_terminal() {
         return ExistingClaim::AlreadyDone(existing.state);
+    }
+    if existing.claim_token.as_deref() == Some(token) {
+        return ExistingClaim::Ours;
     }
     let claimed_at = existing.claimed_at.unwrap_or(existing.updated_at);
     if now - claimed_at >= claim_timeout {
@@ -222,7 +228,12 @@ mod tests {
         let now = Utc::now();
         for state in [Sent, Failed, Suppressed, Uncertain] {
             assert_eq!(
-                judge_existing(&record(state, 9999, now), now, Duration::seconds(120)),
+                judge_existing(
+                    &record(state, 9999, now),
+                    "req-2",
+                    now,
+                    Duration::seconds(120)
+                ),
                 ExistingClaim::AlreadyDone(state)
             );
         }
@@ -232,8 +243,27 @@ mod tests {
     fn when_a_claim_is_fresh_it_is_left_to_its_holder() {
         let now = Utc::now();
         assert_eq!(
-            judge_existing(&record(Claimed, 5, now), now, Duration::seconds(120)),
+            judge_existing(
+                &record(Claimed, 5, now),
+                "req-2",
+                now,
+                Duration::seconds(120)
+            ),
             ExistingClaim::HeldElsewhere
+        );
+    }
+
+    #[test]
+    fn when_the_claim_is_our_own_it_is_ours_to_send() {
+        let now = Utc::now();
+        assert_eq!(
+            judge_existing(
+                &record(Claimed, 5, now),
+                "req-1",
+                now,
+                Duration::seconds(120)
+            ),
+            ExistingClaim::Ours
         );
     }
 
@@ -241,7 +271,12 @@ mod tests {
     fn when_a_claim_is_stale_it_becomes_uncertain_not_resent() {
         let now = Utc::now();
         assert_eq!(
-            judge_existing(&record(Claimed, 120, now), now, Duration::seconds(120)),
+            judge_existing(
+                &record(Claimed, 120, now),
+                "req-2",
+                now,
+                Duration::seconds(120)
+            ),
             ExistingClaim::Abandoned
         );
     }

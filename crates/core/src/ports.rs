@@ -143,14 +143,15 @@ pub trait Ledger: Send + Sync {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<ClaimResult, StoreError>;
-    /// Records a recipient refused by consent; `Ok(false)` if a record existed already.
+    /// Records a recipient refused by consent, only if the recipient has no record;
+    /// `ClaimResult::Claimed` when this call wrote it, else the record found.
     async fn record_suppressed(
         &self,
         run: &RunRef,
         email: &EmailAddress,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<ClaimResult, StoreError>;
     /// Ends the claim held by `token` with its outcome; `Ok(false)` if the claim was no
     /// longer `token`'s.
     async fn complete(

@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn email_and_its_domain_are_always_bound() {
-        let s = Segment::parse("email_domain == 'mail.example.com' && email.startsWith('Aiko@')")
+        let s = Segment::parse("email_domain == 'mail.example.com' && email.startsWith('aiko@')")
             .unwrap();
         assert_eq!(s.matches(&email(), &Attributes::new()), Ok(true));
         assert_eq!(s.variables(), names(&["email", "email_domain"]));

@@ -17,12 +17,13 @@ use crate::campaign::Campaign;
 use crate::email::EmailAddress;
 use crate::ids::{CampaignId, RunRef};
 use crate::job::{JobRecipient, SendJob};
-use crate::ledger::{ExistingClaim, Outcome, judge_existing};
+use crate::ledger::{DeliveryRecord, ExistingClaim, Outcome, judge_existing};
 use crate::logging::shown;
 use crate::ports::{
     CampaignStore, ClaimResult, ContactStore, EmailSender, JobQueue, Ledger, OutboundEmail,
     QueueError, RunStore, SendError, SendErrorClass, StoreError, SuppressionList,
 };
+use crate::run::RunState;
 
 /// The `EmailTags` names that tie every SES event back to its campaign and run.
 pub const CAMPAIGN_TAG: &str = "hikyaku-campaign";
@@ -45,7 +46,7 @@ pub struct SendSettings {
 impl Default for SendSettings {
     fn default() -> Self {
         SendSettings {
-            claim_timeout: chrono::Duration::seconds(120),
+            claim_timeout: chrono::Duration::seconds(900),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(300),
             reserve: Duration::from_secs(5),
@@ -150,7 +151,8 @@ pub struct JobReport {
     pub uncertain: u32,
     /// Put back on the queue for a later attempt (throttling, transient errors, time).
     pub requeued: u32,
-    /// Not sent because the run is paused or cancelled; a resume enqueues them again.
+    /// Not sent because the run is paused (kept on the queue at the longest delay until it
+    /// sends again) or cancelled (dropped for good).
     pub held: u32,
     /// Accepted by SES but the ledger could not record it: left `claimed`, so it turns
     /// `uncertain`, never resent.
@@ -171,6 +173,7 @@ impl JobReport {
                 self.requeued += 1;
             }
             Step::Retry => self.requeued += 1,
+            Step::Broken(_) => {}
         }
     }
 }
@@ -186,6 +189,8 @@ pub enum JobFailure {
     Consent(StoreError),
     #[error("recipients to retry could not be put back: {0}")]
     Requeue(QueueError),
+    #[error("the ledger refused a write: {0}")]
+    Ledger(String),
 }
 
 /// The job names something that does not exist: it is recorded and acknowledged, not retried.
@@ -213,6 +218,8 @@ pub struct JobContext<'a> {
 }
 
 enum Step {
+    /// The ledger refused for good (not a passing outage): the whole message fails.
+    Broken(String),
     Sent,
     Failed,
     Suppressed,
@@ -257,6 +264,14 @@ pub async fn process_job(
     let mut report = JobReport::default();
     if !record.state.allows_sending() {
         report.held = job.recipients.len() as u32;
+        if record.state == RunState::Paused {
+            // Kept on the queue, at the longest delay, until the run sends again.
+            ports
+                .queue
+                .enqueue_delayed(&job, settings.retry_max)
+                .await
+                .map_err(JobFailure::Requeue)?;
+        }
         tracing::info!(run = %run, state = %record.state, recipients = report.held, "run not sending; job held");
         return Ok(report);
     }
@@ -292,17 +307,26 @@ pub async fn process_job(
     .await;
 
     let mut retry = Vec::new();
+    let mut held = false;
     for (recipient, step) in job.recipients.iter().zip(steps) {
-        // An unrecorded recipient goes back too: it will never be sent again (its claim
-        // stands), but a later delivery turns the claim `uncertain`, a terminal state.
-        if matches!(step, Step::Retry | Step::Unrecorded) {
-            retry.push(recipient.clone());
+        match &step {
+            Step::Broken(problem) => {
+                return Err(JobFailure::Ledger(problem.clone()).into());
+            }
+            // An unrecorded recipient goes back too: it will never be sent again (its claim
+            // stands), but a later delivery turns the claim `uncertain`, a terminal state.
+            Step::Retry | Step::Unrecorded => retry.push(recipient.clone()),
+            Step::Held => {
+                held = true;
+                retry.push(recipient.clone());
+            }
+            _ => {}
         }
         report.absorb(step);
     }
     if !retry.is_empty() {
         let next = SendJob::new(&run, job.attempt + 1, retry);
-        let delay = if shared.quota_exhausted.load(Ordering::Relaxed) {
+        let delay = if held || shared.quota_exhausted.load(Ordering::Relaxed) {
             settings.retry_max
         } else {
             settings.retry_delay(next.attempt)
@@ -325,6 +349,15 @@ impl Shared<'_> {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        // Checked before any write: a claim that is released at once costs two writes.
+        if self.stopped.load(Ordering::Relaxed) {
+            return Step::Held;
+        }
+        if self.quota_exhausted.load(Ordering::Relaxed)
+            || (self.ctx.time_left)() < self.settings.reserve
+        {
+            return Step::Retry;
+        }
         let email = &recipient.email;
         let now = (self.ctx.now)();
         if let Some(reason) = suppressed {
@@ -334,8 +367,8 @@ impl Shared<'_> {
                 .record_suppressed(&self.run, email, reason, now)
                 .await
             {
-                Ok(true) => Step::Suppressed,
-                Ok(false) => Step::AlreadyDone,
+                Ok(ClaimResult::Claimed) => Step::Suppressed,
+                Ok(ClaimResult::Existing(existing)) => self.existing(email, &existing, now).await,
                 Err(err) => self.store_trouble("record suppressed", email, &err),
             };
         }
@@ -347,25 +380,11 @@ impl Shared<'_> {
         {
             Ok(ClaimResult::Claimed) => {}
             Ok(ClaimResult::Existing(existing)) => {
-                return match judge_existing(&existing, now, self.settings.claim_timeout) {
-                    ExistingClaim::AlreadyDone(_) => Step::AlreadyDone,
-                    ExistingClaim::HeldElsewhere => Step::Retry,
-                    ExistingClaim::Abandoned => {
-                        match self
-                            .ports
-                            .ledger
-                            .mark_uncertain(&self.run, email, existing.claim_token.as_deref(), now)
-                            .await
-                        {
-                            Ok(true) => {
-                                tracing::warn!(run = %self.run, to = %shown(email), "abandoned claim recorded as uncertain");
-                                Step::Uncertain
-                            }
-                            Ok(false) => Step::Retry,
-                            Err(err) => self.store_trouble("mark uncertain", email, &err),
-                        }
-                    }
-                };
+                if judge_existing(&existing, self.ctx.token, now, self.settings.claim_timeout)
+                    != ExistingClaim::Ours
+                {
+                    return self.existing(email, &existing, now).await;
+                }
             }
             Err(err) => return self.store_trouble("claim", email, &err),
         }
@@ -379,14 +398,15 @@ impl Shared<'_> {
                     .await;
             }
         };
+        if let Some(rate) = &self.throttle.rate {
+            rate.until_ready().await;
+        }
+        // The wait for the rate may have used up the time, or another send stopped the run.
         if self.stopped.load(Ordering::Relaxed) {
             return self.release(email, Step::Held).await;
         }
         if (self.ctx.time_left)() < self.settings.reserve {
             return self.release(email, Step::Retry).await;
-        }
-        if let Some(rate) = &self.throttle.rate {
-            rate.until_ready().await;
         }
         let outbound = self.outbound(email, rendered);
         match self.ports.sender.send(&outbound).await {
@@ -411,6 +431,34 @@ impl Shared<'_> {
                 step
             }
             Err(err) => self.refused(email, err).await,
+        }
+    }
+
+    /// A record was there before us: done already, someone else's live claim, or an
+    /// abandoned one.
+    async fn existing(
+        &self,
+        email: &EmailAddress,
+        existing: &DeliveryRecord,
+        now: DateTime<Utc>,
+    ) -> Step {
+        match judge_existing(existing, self.ctx.token, now, self.settings.claim_timeout) {
+            ExistingClaim::AlreadyDone(_) => Step::AlreadyDone,
+            // Ours only after a retried claim write; the caller sends. Elsewhere: later.
+            ExistingClaim::Ours | ExistingClaim::HeldElsewhere => Step::Retry,
+            ExistingClaim::Abandoned => match self
+                .ports
+                .ledger
+                .mark_uncertain(&self.run, email, existing.claim_token.as_deref(), now)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(run = %self.run, to = %shown(email), "abandoned claim recorded as uncertain");
+                    Step::Uncertain
+                }
+                Ok(false) => Step::Retry,
+                Err(err) => self.store_trouble("mark uncertain", email, &err),
+            },
         }
     }
 
@@ -527,7 +575,14 @@ impl Shared<'_> {
     }
 
     fn store_trouble(&self, operation: &str, email: &EmailAddress, err: &StoreError) -> Step {
-        tracing::warn!(run = %self.run, to = %shown(email), operation, error = %err, "ledger unavailable; recipient put back");
-        Step::Retry
+        if err.retryable {
+            tracing::warn!(run = %self.run, to = %shown(email), operation, error = %err, "ledger unavailable; recipient put back");
+            Step::Retry
+        } else {
+            // A missing table or a denied permission will not heal by waiting: fail the
+            // message, so SQS redelivers it and, in the end, the dead-letter queue keeps it.
+            tracing::error!(run = %self.run, to = %shown(email), operation, error = %err, "ledger refused the write");
+            Step::Broken(err.to_string())
+        }
     }
 }

@@ -183,27 +183,15 @@ async fn when_a_fanout_dies_mid_run_then_the_next_one_continues_from_the_checkpo
     let record = world.runs.get(&request().run()).await.unwrap().unwrap();
     assert_eq!(record.progress.pages, 3);
     *world.queue.fail_after_calls.lock().unwrap() = None;
-    // The dead invocation's lease is still held: a retry from another request id waits for
-    // it to expire rather than run beside it.
-    let busy = fan_out(
+    // The failed invocation gave its lease back: Lambda's retry (another request id) carries
+    // on from the checkpoint at once.
+    let done = fan_out(
         &world.ports(),
         &request(),
         &settings(100),
         "inv-2",
         &plenty,
         &Utc::now,
-    )
-    .await
-    .unwrap();
-    assert!(matches!(busy, FanoutOutcome::Busy { .. }));
-    let later = || Utc::now() + chrono::Duration::hours(1);
-    let done = fan_out(
-        &world.ports(),
-        &request(),
-        &settings(100),
-        "inv-3",
-        &plenty,
-        &later,
     )
     .await
     .unwrap();
@@ -243,6 +231,53 @@ async fn when_the_store_returns_whole_floats_as_integers_then_the_schema_restore
         world.queue.jobs.lock().unwrap()[0].recipients[0].attributes["first_name"],
         AttrValue::Str(_)
     ));
+}
+
+#[tokio::test]
+async fn when_another_invocation_holds_the_run_then_this_one_is_busy_until_the_lease_lapses() {
+    let world = World::new(300).await;
+    world
+        .runs
+        .start(&hikyaku_core::run::RunRecord::new(
+            request().run(),
+            list(),
+            at(),
+        ))
+        .await
+        .unwrap();
+    let until = Utc::now() + chrono::Duration::minutes(5);
+    assert!(
+        world
+            .runs
+            .acquire_lease(&request().run(), "live", until, Utc::now())
+            .await
+            .unwrap()
+    );
+    let busy = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-2",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(busy, FanoutOutcome::Busy { .. }));
+    assert!(world.queue.take_jobs().is_empty());
+    // A holder killed without a word: its lease lapses and a later retry takes over.
+    let later = || Utc::now() + chrono::Duration::hours(1);
+    let done = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-3",
+        &plenty,
+        &later,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(done, FanoutOutcome::Completed { .. }), "{done:?}");
 }
 
 #[tokio::test]

@@ -306,10 +306,99 @@ async fn when_ses_stops_the_account_then_the_run_pauses_and_the_rest_is_held() {
             .unwrap()
             .contains("SendingPausedException")
     );
-    // Held recipients have no ledger record: a resume enqueues them again.
+    // Held recipients have no ledger record and wait on the queue at the longest delay.
     assert_eq!(world.state("r00@example.com"), None);
+    let delayed = world.queue.take_delayed();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(delayed[0].0.recipients.len() as u32, report.held);
+    assert_eq!(delayed[0].1, world.settings.retry_max);
+    // A job of the paused run that arrives later is held whole, and kept.
     let later = world.process(job(&refs(&all)), "t2").await.unwrap();
     assert_eq!(later.held, 10);
+    let kept = world.queue.take_delayed();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].0.recipients.len(), 10);
+    assert!(world.sender.sent_to().is_empty());
+}
+
+#[tokio::test]
+async fn when_a_suppressed_recipient_has_an_abandoned_claim_then_it_ends_uncertain() {
+    let world = World::new().await;
+    let long_ago = Utc::now() - chrono::Duration::hours(2);
+    world.ledger.insert(
+        &run(),
+        DeliveryRecord {
+            email: email("r00@example.com"),
+            state: DeliveryState::Claimed,
+            claim_token: Some("crashed".into()),
+            claimed_at: Some(long_ago),
+            ses_message_id: None,
+            reason: None,
+            updated_at: long_ago,
+        },
+    );
+    world
+        .suppressions
+        .add(&Suppression {
+            email: email("r00@example.com"),
+            reason: "bounce".into(),
+            source: "feedback".into(),
+            at: at(),
+        })
+        .await
+        .unwrap();
+    let report = world
+        .process(job(&["r00@example.com"]), "t1")
+        .await
+        .unwrap();
+    assert_eq!(report.uncertain, 1);
+    assert_eq!(
+        world.state("r00@example.com"),
+        Some(DeliveryState::Uncertain)
+    );
+}
+
+#[tokio::test]
+async fn when_the_claim_found_is_our_own_then_the_recipient_is_sent() {
+    let world = World::new().await;
+    // A claim write whose answer was lost and that the SDK sent again finds itself.
+    world.ledger.insert(
+        &run(),
+        DeliveryRecord {
+            email: email("r00@example.com"),
+            state: DeliveryState::Claimed,
+            claim_token: Some("t1".into()),
+            claimed_at: Some(Utc::now()),
+            ses_message_id: None,
+            reason: None,
+            updated_at: Utc::now(),
+        },
+    );
+    let report = world
+        .process(job(&["r00@example.com"]), "t1")
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 1);
+    assert_eq!(world.state("r00@example.com"), Some(DeliveryState::Sent));
+}
+
+#[tokio::test]
+async fn when_the_ledger_refuses_for_good_then_the_message_fails_instead_of_cycling() {
+    let world = World::new().await;
+    world
+        .ledger
+        .permanent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    world.ledger.failing.lock().unwrap().insert("claim");
+    let err = world
+        .process(job(&refs(&addresses(3))), "t1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, JobError::Retry(JobFailure::Ledger(_))),
+        "{err}"
+    );
+    assert!(world.queue.take_delayed().is_empty());
 }
 
 #[tokio::test]
@@ -346,11 +435,13 @@ async fn when_the_daily_quota_is_used_up_then_recipients_wait_the_longest_delay(
         .process(job(&refs(&addresses(2))), "t1")
         .await
         .unwrap();
-    assert_eq!((report.sent, report.requeued, report.failed), (1, 1, 0));
+    // Once SES says the day's quota is gone, the rest of the job does not call SES either.
+    assert_eq!((report.sent, report.requeued, report.failed), (0, 2, 0));
     let delayed = world.queue.take_delayed();
     assert_eq!(delayed.len(), 1);
     assert_eq!(delayed[0].1, world.settings.retry_max);
     assert_eq!(world.state("r00@example.com"), None, "claim released");
+    assert_eq!(world.state("r01@example.com"), None, "never claimed");
 }
 
 #[tokio::test]

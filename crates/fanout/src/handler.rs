@@ -69,6 +69,13 @@ pub(crate) async fn function_handler(
         // makes the retry carry on rather than start over.
         Err(err) => return Err(err.into()),
     };
+    // Another invocation holds the run: fail, so Lambda retries this one later; the lease
+    // lapses when its holder's time is up, and a duplicate then finds the run complete.
+    if let FanoutOutcome::Busy { run } = &outcome {
+        return Err(
+            format!("run {run} is being fanned out by another invocation; retry later").into(),
+        );
+    }
     if let FanoutOutcome::Continue { run, .. } = &outcome {
         let continuation = serde_json::to_value(&request)?;
         deps.invoker

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::forward::{Answer, Forwarder, MAX_BODY_BYTES, plain};
+use crate::server::Proxy;
 
 const INVOCATION_TYPE: HeaderName = HeaderName::from_static("x-amz-invocation-type");
 const FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-amz-function-error");
@@ -96,6 +97,21 @@ struct Inner {
     counters: Mutex<LambdaProxyCounters>,
 }
 
+impl Proxy for LambdaProxy {
+    const NAME: &'static str = "Lambda proxy";
+
+    fn routes(&self) -> Router<Self> {
+        Router::new()
+            .route("/_hikyaku/stats", get(get_stats))
+            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .fallback(forward_other)
+    }
+
+    fn upstream(&self) -> &str {
+        self.inner.forwarder.upstream()
+    }
+}
+
 /// A [`LambdaProxy`] serving in the background.
 pub type RunningLambdaProxy = crate::server::Running<LambdaProxy>;
 
@@ -130,34 +146,21 @@ impl LambdaProxy {
         }
     }
 
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route("/_hikyaku/health", get(|| async { "ok" }))
-            .route("/_hikyaku/stats", get(get_stats))
-            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
-            .fallback(forward_other)
-            .with_state(self.clone())
-    }
-
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves on `listener` until `shutdown` completes (see [`Proxy::serve`]).
     pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        Proxy::serve(self, listener, shutdown).await
     }
 
-    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
-    pub async fn spawn(&self, addr: impl ToSocketAddrs) -> std::io::Result<RunningLambdaProxy> {
-        let running = crate::server::spawn(self.clone(), self.router(), addr).await?;
-        tracing::info!(
-            addr = %running.addr(),
-            upstream = %self.inner.forwarder.upstream(),
-            "Lambda proxy listening"
-        );
-        Ok(running)
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task (see
+    /// [`Proxy::spawn`]).
+    pub async fn spawn(
+        &self,
+        addr: impl ToSocketAddrs + Send,
+    ) -> std::io::Result<RunningLambdaProxy> {
+        Proxy::spawn(self, addr).await
     }
 
     /// Forwards one synchronous invocation and gives its answer AWS's shape.

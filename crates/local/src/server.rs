@@ -1,8 +1,11 @@
-//! A service served in the background of the current runtime, for tests.
+//! Serving the proxies: in the foreground until a shutdown signal ([`Proxy::serve`]), or in the
+//! background of the current runtime, for tests ([`Proxy::spawn`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::routing::get;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -50,26 +53,96 @@ impl<T> Drop for Running<T> {
     }
 }
 
-/// Binds `addr` (port 0 picks a free port) and serves `router` in a background task.
-pub(crate) async fn spawn<T>(
-    service: T,
-    router: Router,
-    addr: impl ToSocketAddrs,
-) -> std::io::Result<Running<T>> {
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
+/// A proxy served over HTTP: its routes, and what the start-up log line names.
+pub trait Proxy: Clone + Send + Sync + 'static {
+    /// The proxy in the log line, e.g. `SES proxy`.
+    const NAME: &'static str;
+
+    /// The proxy's own HTTP routes; their handlers get the proxy as state.
+    fn routes(&self) -> Router<Self>;
+
+    /// Every HTTP route: the proxy's own and `GET /_hikyaku/health`, answering `ok`.
+    fn router(&self) -> Router {
+        self.routes()
+            .route("/_hikyaku/health", get(|| async { "ok" }))
+            .with_state(self.clone())
+    }
+
+    /// The base URL requests are forwarded to.
+    fn upstream(&self) -> &str;
+
+    /// Serves on `listener` until `shutdown` completes.
+    fn serve<F>(
+        &self,
+        listener: TcpListener,
+        shutdown: F,
+    ) -> impl Future<Output = std::io::Result<()>> + Send
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        serve_router(listener, self.router(), shutdown)
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    fn spawn<A>(&self, addr: A) -> impl Future<Output = std::io::Result<Running<Self>>> + Send
+    where
+        A: ToSocketAddrs + Send,
+    {
+        let proxy = self.clone();
+        async move {
+            let listener = TcpListener::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(serve_router(listener, proxy.router(), async {
                 let _ = rx.await;
+            }));
+            tracing::info!(%addr, upstream = %proxy.upstream(), "{} listening", Self::NAME);
+            Ok(Running {
+                addr,
+                service: proxy,
+                shutdown: Some(tx),
+                task,
             })
-            .await
-    });
-    Ok(Running {
-        addr,
-        service,
-        shutdown: Some(tx),
-        task,
-    })
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+async fn serve_router<F>(listener: TcpListener, router: Router, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Echo;
+
+    impl Proxy for Echo {
+        const NAME: &'static str = "echo";
+
+        fn routes(&self) -> Router<Self> {
+            Router::new().fallback(|| async { "forwarded" })
+        }
+
+        fn upstream(&self) -> &str {
+            "http://upstream.invalid"
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spawned_proxy_answers_its_health_check_and_forwards_the_rest() {
+        let running = Echo.spawn("127.0.0.1:0").await.unwrap();
+        let get = |path: &str| reqwest::get(format!("{}{path}", running.url()));
+        let health = get("/_hikyaku/health").await.unwrap().text().await.unwrap();
+        let other = get("/anything").await.unwrap().text().await.unwrap();
+        assert_eq!((health.as_str(), other.as_str()), ("ok", "forwarded"));
+        running.stop().await.unwrap();
+    }
 }

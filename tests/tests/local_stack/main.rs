@@ -180,8 +180,8 @@ async fn a_fanout_killed_half_way_and_invoked_again_loses_and_duplicates_nobody(
         page_size: 100,
         ..FanoutSettings::default()
     };
-    // The killed invocation's clock lies an hour back, so its lease has long expired when the
-    // next invocation arrives, as after a real crash.
+    // The killed invocation's clock lies an hour back, so its lease has long lapsed when the
+    // next invocation arrives, as after a crash that gave nothing back.
     let an_hour_ago = || chrono::Utc::now() - chrono::Duration::hours(1);
     let plenty = || Duration::from_secs(600);
     let err = fan_out(&ports, &request, &settings, "killed", &plenty, &an_hour_ago)

@@ -9,7 +9,8 @@ use hikyaku_core::ids::CampaignId;
 use hikyaku_core::ports::{CampaignStore, StoreError};
 
 use super::item::{ItemError, Stored, get_s, item, s, time};
-use crate::error::{DynamoFailure, dynamo_failure, store_error};
+use super::write::put_if_absent;
+use crate::error::store_error;
 
 const CAMPAIGN_ID: &str = "campaign_id";
 const DEFINITION: &str = "definition";
@@ -53,26 +54,14 @@ impl CampaignStore for DynamoCampaigns {
         let json = serde_json::to_string(definition).map_err(|err| {
             StoreError::new(OP, format!("definition not serialisable: {err}"), false)
         })?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item([
-                (CAMPAIGN_ID, s(id.as_str())),
-                (DEFINITION, s(json)),
-                (CREATED_AT, time(Utc::now())),
-            ])))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", CAMPAIGN_ID)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) => match dynamo_failure(OP, err) {
-                DynamoFailure::ConditionFailed(_) => Ok(false),
-                DynamoFailure::Store(err) => Err(err),
-            },
-        }
+        let record = item([
+            (CAMPAIGN_ID, s(id.as_str())),
+            (DEFINITION, s(json)),
+            (CREATED_AT, time(Utc::now())),
+        ]);
+        let written =
+            put_if_absent(&self.client, &self.table, OP, CAMPAIGN_ID, record, None).await?;
+        Ok(written.is_ok())
     }
 
     #[tracing::instrument(skip_all, fields(campaign = %id), err)]

@@ -28,7 +28,8 @@ use hikyaku_core::logging::shown;
 use hikyaku_core::ports::{ContactPage, ContactStore, PutReport, StoreError};
 
 use super::item::{Item, ItemError, Stored, get_s, item, n, opt_map, opt_n, s, time};
-use crate::error::{DynamoFailure, dynamo_failure, store_error};
+use super::write::{Update, put_if, put_if_absent};
+use crate::error::store_error;
 use crate::retry::Backoff;
 
 const LIST_ID: &str = "list_id";
@@ -447,39 +448,31 @@ impl ContactStore for DynamoContacts {
                 .map(|(schema, _)| schema.clone())
                 .unwrap_or_default();
             merged.merge(observed);
-            let request = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item([
-                    (LIST_ID, s(list.as_str())),
-                    (SK, s(SCHEMA_SK)),
-                    (SCHEMA, schema_value(&merged)),
-                    (
-                        VERSION,
-                        n(current.as_ref().map_or(0, |(_, version)| *version) + 1),
-                    ),
-                    (UPDATED_AT, time(Utc::now())),
-                ])));
-            let request = match &current {
+            let record = item([
+                (LIST_ID, s(list.as_str())),
+                (SK, s(SCHEMA_SK)),
+                (SCHEMA, schema_value(&merged)),
+                (
+                    VERSION,
+                    n(current.as_ref().map_or(0, |(_, version)| *version) + 1),
+                ),
+                (UPDATED_AT, time(Utc::now())),
+            ]);
+            let written = match &current {
                 Some((schema, _)) if *schema == merged => return Ok(()),
-                Some((_, version)) => request
-                    .condition_expression("#version = :version")
-                    .expression_attribute_names("#version", VERSION)
-                    .expression_attribute_values(":version", n(version)),
-                None => request
-                    .condition_expression("attribute_not_exists(#sk)")
-                    .expression_attribute_names("#sk", SK),
+                Some((_, version)) => {
+                    let mut condition = Update::default();
+                    let name = condition.name(VERSION);
+                    let value = condition.value(VERSION, n(version));
+                    condition.condition = format!("{name} = {value}");
+                    put_if(&self.client, &self.table, OP, record, condition, None).await?
+                }
+                None => put_if_absent(&self.client, &self.table, OP, SK, record, None).await?,
             };
-            match request.send().await {
-                Ok(_) => return Ok(()),
-                Err(err) => match dynamo_failure(OP, err) {
-                    DynamoFailure::ConditionFailed(_) => {
-                        tracing::debug!(retry, "list schema changed meanwhile; merging again");
-                    }
-                    DynamoFailure::Store(err) => return Err(err),
-                },
+            if written.is_ok() {
+                return Ok(());
             }
+            tracing::debug!(retry, "list schema changed meanwhile; merging again");
         }
         Err(StoreError::new(
             OP,

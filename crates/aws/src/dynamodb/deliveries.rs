@@ -31,7 +31,8 @@ use hikyaku_core::ports::{ClaimResult, Ledger, RejectLog, RejectedInput, StoreEr
 use super::item::{
     Item, ItemError, Stored, get_parsed, get_s, get_time, item, opt_s, opt_time, s, time, truncated,
 };
-use crate::error::{DynamoFailure, dynamo_failure, store_error};
+use super::write::{Conditional, Update, delete_if, put_if_absent, update_if};
+use crate::error::store_error;
 
 const RUN_KEY: &str = "run_key";
 const EMAIL: &str = "email";
@@ -65,27 +66,35 @@ impl DynamoLedger {
         item([(RUN_KEY, s(run.key())), (EMAIL, s(email.as_str()))])
     }
 
-    /// A PutItem of a new record, only where none exists; `Ok(Err(old))` when one does.
-    async fn put_new(
+    /// Writes `record` only where the recipient has none; otherwise the record found (from the
+    /// failed condition, or read back when the store did not return it).
+    async fn put_or_existing(
         &self,
         operation: &'static str,
+        run: &RunRef,
+        email: &EmailAddress,
         record: Item,
-    ) -> Result<Result<(), Option<Item>>, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(record))
-            .condition_expression("attribute_not_exists(#email)")
-            .expression_attribute_names("#email", EMAIL)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(err) => match dynamo_failure(operation, err) {
-                DynamoFailure::ConditionFailed(old) => Ok(Err(old)),
-                DynamoFailure::Store(err) => Err(err),
+    ) -> Result<ClaimResult, StoreError> {
+        let written = put_if_absent(
+            &self.client,
+            &self.table,
+            operation,
+            EMAIL,
+            record,
+            Some(ReturnValuesOnConditionCheckFailure::AllOld),
+        )
+        .await?;
+        match written {
+            Ok(()) => Ok(ClaimResult::Claimed),
+            Err(Some(existing)) => Ok(ClaimResult::Existing(decode(operation, run, existing)?)),
+            Err(None) => match self.read(operation, run, email).await? {
+                Some(existing) => Ok(ClaimResult::Existing(existing)),
+                // Released between the two calls: the caller may try again later.
+                None => Err(StoreError::new(
+                    operation,
+                    "the record changed while it was being written",
+                    true,
+                )),
             },
         }
     }
@@ -149,25 +158,8 @@ impl DynamoLedger {
         }
     }
 
-    /// An UpdateItem or DeleteItem condition: the record is `claimed` and held by `token`
-    /// (`None`: a claim without a token).
-    fn held_by(token: Option<&str>) -> (&'static str, Vec<(&'static str, AttributeValue)>) {
-        let claimed = (":claimed", s(DeliveryState::Claimed.as_str()));
-        match token {
-            Some(token) => (
-                "#state = :claimed AND #claim_token = :token",
-                vec![claimed, (":token", s(token))],
-            ),
-            None => (
-                "#state = :claimed AND attribute_not_exists(#claim_token)",
-                vec![claimed],
-            ),
-        }
-    }
-
-    /// Sets `assignments` on a record still held by `token`: `Ok(None)` when done,
-    /// `Ok(Some(stored))` when the record is not held by `token` (with the stored record when
-    /// the service sent it).
+    /// Sets `assignments` on a record still held by `token`: `Ok(())` when done, `Err(stored)`
+    /// when the record is not held by `token` (with the stored record when the service sent it).
     async fn transition(
         &self,
         operation: &'static str,
@@ -175,39 +167,37 @@ impl DynamoLedger {
         email: &EmailAddress,
         token: Option<&str>,
         assignments: &[(&'static str, AttributeValue)],
-    ) -> Result<Option<Option<Item>>, StoreError> {
-        let (condition, condition_values) = Self::held_by(token);
-        let expression = assignments
-            .iter()
-            .map(|(name, _)| format!("#{name} = :{name}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run, email)))
-            .update_expression(format!("SET {expression}"))
-            .condition_expression(condition)
-            .expression_attribute_names("#state", STATE)
-            .expression_attribute_names("#claim_token", CLAIM_TOKEN)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    ) -> Result<Conditional, StoreError> {
+        let mut update = held_by(token);
         for (name, value) in assignments {
-            update = update
-                .expression_attribute_names(format!("#{name}"), *name)
-                .expression_attribute_values(format!(":{name}"), value.clone());
+            update.set(name, value.clone());
         }
-        for (placeholder, value) in condition_values {
-            update = update.expression_attribute_values(placeholder, value);
-        }
-        match update.send().await {
-            Ok(_) => Ok(None),
-            Err(err) => match dynamo_failure(operation, err) {
-                DynamoFailure::ConditionFailed(stored) => Ok(Some(stored)),
-                DynamoFailure::Store(err) => Err(err),
-            },
-        }
+        update_if(
+            &self.client,
+            &self.table,
+            operation,
+            Self::key(run, email),
+            update,
+        )
+        .await
     }
+}
+
+/// An UpdateItem or DeleteItem condition: the record is `claimed` and held by `token`
+/// (`None`: a claim without a token).
+fn held_by(token: Option<&str>) -> Update {
+    let mut update = Update::default();
+    let state = update.name(STATE);
+    let claimed = update.value("claimed", s(DeliveryState::Claimed.as_str()));
+    let claim_token = update.name(CLAIM_TOKEN);
+    update.condition = match token {
+        Some(token) => {
+            let token = update.value("token", s(token));
+            format!("{state} = {claimed} AND {claim_token} = {token}")
+        }
+        None => format!("{state} = {claimed} AND attribute_not_exists({claim_token})"),
+    };
+    update
 }
 
 impl TryFrom<Stored> for DeliveryRecord {
@@ -261,19 +251,7 @@ impl Ledger for DynamoLedger {
             (CLAIMED_AT, time(now)),
             (UPDATED_AT, time(now)),
         ]);
-        match self.put_new(OP, record).await? {
-            Ok(()) => Ok(ClaimResult::Claimed),
-            Err(Some(existing)) => Ok(ClaimResult::Existing(decode(OP, run, existing)?)),
-            Err(None) => match self.read(OP, run, email).await? {
-                Some(existing) => Ok(ClaimResult::Existing(existing)),
-                // Released between the two calls: the caller may claim again later.
-                None => Err(StoreError::new(
-                    OP,
-                    "the record changed while it was being claimed",
-                    true,
-                )),
-            },
-        }
+        self.put_or_existing(OP, run, email, record).await
     }
 
     /// PutItem `suppressed` conditioned on `attribute_not_exists(email)`.
@@ -284,7 +262,8 @@ impl Ledger for DynamoLedger {
         email: &EmailAddress,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<ClaimResult, StoreError> {
+        const OP: &str = "record suppressed";
         let record = item([
             (RUN_KEY, s(run.key())),
             (EMAIL, s(email.as_str())),
@@ -292,7 +271,7 @@ impl Ledger for DynamoLedger {
             (REASON, s(reason)),
             (UPDATED_AT, time(now)),
         ]);
-        Ok(self.put_new("record suppressed", record).await?.is_ok())
+        self.put_or_existing(OP, run, email, record).await
     }
 
     /// UpdateItem conditioned on `state = claimed AND claim_token = token`. A record already
@@ -316,16 +295,16 @@ impl Ledger for DynamoLedger {
             (UPDATED_AT, time(now)),
             detail,
         ];
-        let refused = self
+        let written = self
             .transition("complete delivery", run, email, Some(token), &assignments)
             .await?;
-        Ok(match refused {
-            None => true,
-            Some(Some(stored)) => {
+        Ok(match written {
+            Ok(()) => true,
+            Err(Some(stored)) => {
                 opt_s(&stored, STATE) == Ok(Some(outcome.state().as_str()))
                     && opt_s(&stored, CLAIM_TOKEN) == Ok(Some(token))
             }
-            Some(None) => false,
+            Err(None) => false,
         })
     }
 
@@ -338,26 +317,16 @@ impl Ledger for DynamoLedger {
         email: &EmailAddress,
         token: &str,
     ) -> Result<(), StoreError> {
-        const OP: &str = "release claim";
-        let (condition, values) = Self::held_by(Some(token));
-        let mut delete = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run, email)))
-            .condition_expression(condition)
-            .expression_attribute_names("#state", STATE)
-            .expression_attribute_names("#claim_token", CLAIM_TOKEN);
-        for (placeholder, value) in values {
-            delete = delete.expression_attribute_values(placeholder, value);
-        }
-        match delete.send().await {
-            Ok(_) => Ok(()),
-            Err(err) => match dynamo_failure(OP, err) {
-                DynamoFailure::ConditionFailed(_) => Ok(()),
-                DynamoFailure::Store(err) => Err(err),
-            },
-        }
+        // A refusal means the claim is no longer `token`'s: nothing to release.
+        delete_if(
+            &self.client,
+            &self.table,
+            "release claim",
+            Self::key(run, email),
+            held_by(Some(token)),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// UpdateItem to `uncertain`, conditioned on the claim still being held by `stale_token`
@@ -377,7 +346,7 @@ impl Ledger for DynamoLedger {
         Ok(self
             .transition("mark uncertain", run, email, stale_token, &assignments)
             .await?
-            .is_none())
+            .is_ok())
     }
 
     /// Query of the run's partition projecting `state` and `updated_at`, to the end,

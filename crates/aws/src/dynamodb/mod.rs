@@ -11,6 +11,7 @@ mod deliveries;
 pub(crate) mod item;
 mod runs;
 mod suppressions;
+mod write;
 
 pub use campaigns::DynamoCampaigns;
 pub use contacts::DynamoContacts;

@@ -14,8 +14,6 @@
 //! | `lease_until` | S | RFC 3339, for people |
 //! | `lease_until_ms` | N | epoch milliseconds, for conditions |
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -28,7 +26,8 @@ use serde_dynamo::aws_sdk_dynamodb_1 as serde_dynamo_sdk;
 use super::item::{
     Item, ItemError, Stored, flag, get_parsed, get_s, get_time, item, n, opt_s, opt_time, s, time,
 };
-use crate::error::{DynamoFailure, dynamo_failure, store_error};
+use super::write::{Conditional, Update, put_if_absent, update_if};
+use crate::error::store_error;
 
 const CAMPAIGN_ID: &str = "campaign_id";
 const RUN_ID: &str = "run_id";
@@ -68,82 +67,15 @@ impl DynamoRuns {
         ])
     }
 
-    /// Sends one conditional update; `Ok(None)` when the condition held and the update was
-    /// made, `Ok(Some(old))` when it did not (with the stored item when the service sent it).
+    /// Sends one conditional update; `Ok(())` when the condition held and the update was
+    /// made, `Err(old)` when it did not (with the stored item when the service sent it).
     async fn conditional_update(
         &self,
         operation: &'static str,
         run: &RunRef,
         update: Update,
-    ) -> Result<Option<Option<Item>>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run)))
-            .update_expression(update.expression())
-            .condition_expression(update.condition)
-            .set_expression_attribute_names(Some(update.names))
-            .set_expression_attribute_values((!update.values.is_empty()).then_some(update.values))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(None),
-            Err(err) => match dynamo_failure(operation, err) {
-                DynamoFailure::ConditionFailed(old) => Ok(Some(old)),
-                DynamoFailure::Store(err) => Err(err),
-            },
-        }
-    }
-}
-
-/// An UpdateItem's expressions, with only the names and values they use (DynamoDB refuses
-/// unused ones).
-#[derive(Default)]
-struct Update {
-    set: Vec<String>,
-    remove: Vec<String>,
-    condition: String,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl Update {
-    /// `#attribute` for an attribute name.
-    fn name(&mut self, attribute: &str) -> String {
-        let placeholder = format!("#{attribute}");
-        self.names.insert(placeholder.clone(), attribute.to_owned());
-        placeholder
-    }
-
-    /// `:placeholder` bound to `value`.
-    fn value(&mut self, placeholder: &str, value: AttributeValue) -> String {
-        let placeholder = format!(":{placeholder}");
-        self.values.insert(placeholder.clone(), value);
-        placeholder
-    }
-
-    fn set(&mut self, attribute: &str, value: AttributeValue) {
-        let name = self.name(attribute);
-        let value = self.value(attribute, value);
-        self.set.push(format!("{name} = {value}"));
-    }
-
-    fn remove(&mut self, attribute: &str) {
-        let name = self.name(attribute);
-        self.remove.push(name);
-    }
-
-    fn expression(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.set.is_empty() {
-            parts.push(format!("SET {}", self.set.join(", ")));
-        }
-        if !self.remove.is_empty() {
-            parts.push(format!("REMOVE {}", self.remove.join(", ")));
-        }
-        parts.join(" ")
+    ) -> Result<Conditional, StoreError> {
+        update_if(&self.client, &self.table, operation, Self::key(run), update).await
     }
 }
 
@@ -267,27 +199,21 @@ impl RunStore for DynamoRuns {
     async fn start(&self, record: &RunRecord) -> Result<RunRecord, StoreError> {
         const OP: &str = "start run";
         let Stored(stored) = Stored::try_from(record)?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(stored))
-            .condition_expression("attribute_not_exists(#campaign_id)")
-            .expression_attribute_names("#campaign_id", CAMPAIGN_ID)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(record.clone()),
-            Err(err) => match dynamo_failure(OP, err) {
-                DynamoFailure::ConditionFailed(Some(existing)) => decode(OP, existing),
-                DynamoFailure::ConditionFailed(None) => {
-                    self.get(&record.run).await?.ok_or_else(|| {
-                        StoreError::new(OP, "the run exists but could not be read back", true)
-                    })
-                }
-                DynamoFailure::Store(err) => Err(err),
-            },
+        let written = put_if_absent(
+            &self.client,
+            &self.table,
+            OP,
+            CAMPAIGN_ID,
+            stored,
+            Some(ReturnValuesOnConditionCheckFailure::AllOld),
+        )
+        .await?;
+        match written {
+            Ok(()) => Ok(record.clone()),
+            Err(Some(existing)) => decode(OP, existing),
+            Err(None) => self.get(&record.run).await?.ok_or_else(|| {
+                StoreError::new(OP, "the run exists but could not be read back", true)
+            }),
         }
     }
 
@@ -331,7 +257,7 @@ impl RunStore for DynamoRuns {
         Ok(self
             .conditional_update("acquire lease", run, update)
             .await?
-            .is_none())
+            .is_ok())
     }
 
     /// UpdateItem conditioned on `lease_owner = owner`. On completion the same write sets
@@ -351,7 +277,7 @@ impl RunStore for DynamoRuns {
         let progress = serde_dynamo_sdk::to_attribute_value(progress)
             .map_err(|err| StoreError::new(OP, format!("progress not storable: {err}"), false))?;
         let first = checkpoint_update(owner, cursor, progress.clone(), complete, complete, now);
-        let Some(refused) = self.conditional_update(OP, run, first).await? else {
+        let Err(refused) = self.conditional_update(OP, run, first).await? else {
             return Ok(true);
         };
         if !complete {
@@ -365,7 +291,7 @@ impl RunStore for DynamoRuns {
         // The lease is ours but the run is no longer fanning out (paused or cancelled): end
         // the fan-out and leave the state alone.
         let second = checkpoint_update(owner, cursor, progress, true, false, now);
-        Ok(self.conditional_update(OP, run, second).await?.is_none())
+        Ok(self.conditional_update(OP, run, second).await?.is_ok())
     }
 
     /// UpdateItem removing the lease, conditioned on `lease_owner = owner`; a lease someone

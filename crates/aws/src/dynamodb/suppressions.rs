@@ -126,21 +126,28 @@ impl SuppressionList for DynamoSuppressions {
         emails: &[EmailAddress],
     ) -> Result<HashMap<EmailAddress, String>, StoreError> {
         let mut seen = HashSet::with_capacity(emails.len());
-        let keys: Vec<Item> = emails
+        let wanted: HashMap<&str, &EmailAddress> = emails
             .iter()
             .filter(|email| seen.insert(*email))
-            .map(|email| item([(EMAIL, s(email.as_str()))]))
+            .map(|email| (email.as_str(), email))
+            .collect();
+        let keys: Vec<Item> = wanted
+            .keys()
+            .map(|address| item([(EMAIL, s(*address))]))
             .collect();
         let mut suppressed = HashMap::new();
         for chunk in keys.chunks(BATCH_GET_MAX) {
             for stored in self.get_batch(chunk.to_vec()).await? {
-                let (Ok(address), Ok(reason)) = (get_s(&stored, EMAIL), get_s(&stored, REASON))
+                // Any item found means "do not mail": consent fails closed, even when the
+                // stored reason cannot be read.
+                let Some(email) = get_s(&stored, EMAIL)
+                    .ok()
+                    .and_then(|address| wanted.get(address))
                 else {
                     continue;
                 };
-                if let Ok(email) = EmailAddress::parse(address) {
-                    suppressed.insert(email, reason.to_owned());
-                }
+                let reason = get_s(&stored, REASON).unwrap_or("suppressed");
+                suppressed.insert((*email).clone(), reason.to_owned());
             }
         }
         Ok(suppressed)

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::forward::{Forwarder, MAX_BODY_BYTES, now_ms, plain};
+use crate::server::Proxy;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -196,10 +197,34 @@ impl SesProxy {
         state.nth_since_faults = 0;
     }
 
-    /// The HTTP routes: the control API under `/_hikyaku/`, everything else forwarded.
-    pub fn router(&self) -> Router {
+    /// Serves on `listener` until `shutdown` completes (see [`Proxy::serve`]).
+    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Proxy::serve(self, listener, shutdown).await
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task (see
+    /// [`Proxy::spawn`]).
+    pub async fn spawn(&self, addr: impl ToSocketAddrs + Send) -> std::io::Result<RunningSesProxy> {
+        Proxy::spawn(self, addr).await
+    }
+
+    fn record_request(&self) -> (Faults, u64) {
+        let mut state = self.lock();
+        state.nth_since_faults += 1;
+        state.counters.send_email_requests += 1;
+        (state.faults.clone(), state.nth_since_faults)
+    }
+}
+
+impl Proxy for SesProxy {
+    const NAME: &'static str = "SES proxy";
+
+    /// The control API under `/_hikyaku/`, everything else forwarded.
+    fn routes(&self) -> Router<Self> {
         Router::new()
-            .route("/_hikyaku/health", get(|| async { "ok" }))
             .route(
                 "/_hikyaku/faults",
                 get(get_faults).post(post_faults).delete(delete_faults),
@@ -208,35 +233,10 @@ impl SesProxy {
             .route("/_hikyaku/stats", get(get_stats))
             .route("/_hikyaku/reset", post(post_reset))
             .fallback(forward)
-            .with_state(self.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes.
-    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F) -> std::io::Result<()>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-    }
-
-    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
-    pub async fn spawn(&self, addr: impl ToSocketAddrs) -> std::io::Result<RunningSesProxy> {
-        let running = crate::server::spawn(self.clone(), self.router(), addr).await?;
-        tracing::info!(
-            addr = %running.addr(),
-            upstream = %self.inner.forwarder.upstream(),
-            "SES proxy listening"
-        );
-        Ok(running)
-    }
-
-    fn record_request(&self) -> (Faults, u64) {
-        let mut state = self.lock();
-        state.nth_since_faults += 1;
-        state.counters.send_email_requests += 1;
-        (state.faults.clone(), state.nth_since_faults)
+    fn upstream(&self) -> &str {
+        self.inner.forwarder.upstream()
     }
 }
 
