@@ -18,8 +18,15 @@ set +a
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "Importing examples/contacts.csv into list '$LIST'"
-"$HIKYAKU" contacts import examples/contacts.csv --list "$LIST"
 "$HIKYAKU" --json contacts import examples/contacts.csv --list "$LIST" >"$WORK/import.json"
+python3 - "$WORK/import.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print(f"  rows {report['rows']}, imported {report['imported']}, "
+      f"invalid {report['invalid_rows']}, duplicates merged {report['duplicates_merged']}")
+for row in report["invalid"]:
+    print(f"  line {row['line']}: {row['reason']}")
+PY
 
 step "Suppressing the addresses in examples/suppressions.txt"
 "$HIKYAKU" suppression import examples/suppressions.txt --reason manual
@@ -44,22 +51,10 @@ imported = json.load(open(sys.argv[1]))
 status = json.load(open(sys.argv[2]))
 store = json.load(urllib.request.urlopen(sys.argv[3] + "/store"))
 
-def find(obj, *names):
-    """The first value under any of `names`, searched depth-first."""
-    if isinstance(obj, dict):
-        for name in names:
-            if name in obj:
-                return obj[name]
-        for value in obj.values():
-            found = find(value, *names)
-            if found is not None:
-                return found
-    return None
-
-progress = find(status, "progress") or {}
-counts = find(status, "counts") or {}
-elapsed = find(status, "elapsed_seconds")
-rate = find(status, "send_rate")
+progress = status["run"]["record"]["progress"]
+counts = status["run"]["counts"]
+elapsed = status["elapsed_seconds"]
+rate = status["send_rate"]
 rows = [
     ("contacts file rows", imported.get("rows")),
     ("invalid rows (reported, skipped)", imported.get("invalid_rows")),
