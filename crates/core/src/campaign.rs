@@ -25,6 +25,7 @@
 //! max_bounce_rate = 0.05                                # pause the run above this
 //! max_complaint_rate = 0.001
 //! send_rate = 10                                        # emails a second, at most
+//! min_sends = 200                                       # judge the rates from this many sends
 //! ```
 //!
 //! Every problem is reported with the field it is about, and all of them at once.
@@ -42,6 +43,8 @@ use crate::template::{MessageTemplate, Part, TemplateError};
 
 pub const DEFAULT_MAX_BOUNCE_RATE: f64 = 0.05;
 pub const DEFAULT_MAX_COMPLAINT_RATE: f64 = 0.001;
+/// Resolved sends before the rates are judged: at 200, one complaint is 0.5%.
+pub const DEFAULT_MIN_SENDS: u64 = 200;
 /// Longest sender display name accepted, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 128;
 /// SES names (configuration set, contact list, topic): letters, digits, `-`, `_`, this long.
@@ -114,6 +117,18 @@ pub struct SesSettings {
     pub region: Option<String>,
 }
 
+impl SesSettings {
+    /// The contact list and topic the campaign sends under, whose unsubscribes it honours.
+    pub fn list_topic(&self) -> Option<crate::ports::ListTopic> {
+        self.contact_list
+            .as_ref()
+            .map(|contact_list| crate::ports::ListTopic {
+                contact_list: contact_list.clone(),
+                topic: self.topic.clone(),
+            })
+    }
+}
+
 /// The `[limits]` table: guardrails of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +142,24 @@ pub struct Limits {
     /// At most this many emails a second for this campaign (the account's rate still applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_rate: Option<f64>,
+    /// The rates are judged once this many sends of a run have a known fate; below it a single
+    /// bounce moves them too much.
+    #[serde(default = "default_min_sends")]
+    pub min_sends: u64,
+}
+
+fn default_min_sends() -> u64 {
+    DEFAULT_MIN_SENDS
+}
+
+impl Limits {
+    pub fn guardrails(&self) -> crate::feedback::Guardrails {
+        crate::feedback::Guardrails {
+            max_bounce_rate: self.max_bounce_rate,
+            max_complaint_rate: self.max_complaint_rate,
+            min_sends: self.min_sends,
+        }
+    }
 }
 
 fn default_max_bounce_rate() -> f64 {
@@ -143,6 +176,7 @@ impl Default for Limits {
             max_bounce_rate: DEFAULT_MAX_BOUNCE_RATE,
             max_complaint_rate: DEFAULT_MAX_COMPLAINT_RATE,
             send_rate: None,
+            min_sends: DEFAULT_MIN_SENDS,
         }
     }
 }
@@ -692,6 +726,12 @@ fn check_limits(limits: &Limits, problem: &mut impl FnMut(&str, String)) {
                 format!("{value} is not a rate between 0 and 1 (exclusive), e.g. 0.05 for 5%"),
             );
         }
+    }
+    if limits.min_sends == 0 {
+        problem(
+            "limits.min_sends",
+            "must be at least 1: the rates of no sends mean nothing".to_owned(),
+        );
     }
     if let Some(rate) = limits.send_rate
         && !(rate.is_finite() && rate > 0.0)

@@ -12,6 +12,10 @@ use chrono::{DateTime, Utc};
 use crate::campaign::CampaignDefinition;
 use crate::contact::{Contact, ListSchema};
 use crate::email::EmailAddress;
+use crate::feedback::{
+    AddressHistory, AddressOutcome, Feedback, FeedbackCounts, Marks, PreferenceChange,
+    SoftBouncePolicy, next_history, unsubscribe_reason,
+};
 use crate::ids::{CampaignId, ListId, RunRef};
 use crate::job::SendJob;
 use crate::ledger::{DeliveryRecord, DeliveryState, LedgerCounts, Outcome};
@@ -236,6 +240,17 @@ impl RunStore for FakeRuns {
         Ok(())
     }
 
+    async fn add_feedback(
+        &self,
+        run: &RunRef,
+        delta: &FeedbackCounts,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        Ok(locked(&self.runs).get_mut(run).map(|record| {
+            record.feedback.add(delta);
+            record.clone()
+        }))
+    }
+
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError> {
         let mut runs: Vec<RunRecord> = locked(&self.runs)
             .values()
@@ -254,6 +269,8 @@ pub struct FakeLedger {
     pub failing: Mutex<HashSet<&'static str>>,
     /// Whether those failures are for good (a missing table) rather than passing.
     pub permanent: std::sync::atomic::AtomicBool,
+    /// Feedback event ids recorded per recipient.
+    pub feedback_events: Mutex<HashSet<(RunRef, EmailAddress, String)>>,
 }
 
 impl FakeLedger {
@@ -302,6 +319,8 @@ impl Ledger for FakeLedger {
                 ses_message_id: None,
                 reason: None,
                 updated_at: now,
+                marks: Marks::default(),
+                feedback_detail: None,
             },
         );
         Ok(ClaimResult::Claimed)
@@ -330,6 +349,8 @@ impl Ledger for FakeLedger {
                 ses_message_id: None,
                 reason: Some(reason.to_owned()),
                 updated_at: now,
+                marks: Marks::default(),
+                feedback_detail: None,
             },
         );
         Ok(ClaimResult::Claimed)
@@ -423,9 +444,70 @@ impl Ledger for FakeLedger {
     }
 }
 
+#[async_trait]
+impl FeedbackLedger for FakeLedger {
+    async fn find_by_message_id(
+        &self,
+        ses_message_id: &str,
+    ) -> Result<Option<(RunRef, EmailAddress)>, StoreError> {
+        self.fail_if("find_by_message_id")?;
+        Ok(locked(&self.records)
+            .iter()
+            .find(|(_, record)| record.ses_message_id.as_deref() == Some(ses_message_id))
+            .map(|((run, email), _)| (run.clone(), email.clone())))
+    }
+
+    async fn apply_feedback(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        event_id: &str,
+        feedback: &Feedback,
+        at: DateTime<Utc>,
+    ) -> Result<FeedbackApplied, StoreError> {
+        self.fail_if("apply_feedback")?;
+        let mut records = locked(&self.records);
+        let Some(record) = records.get_mut(&(run.clone(), email.clone())) else {
+            return Ok(FeedbackApplied::NoRecord);
+        };
+        let event = (run.clone(), email.clone(), event_id.to_owned());
+        if !locked(&self.feedback_events).insert(event) {
+            return Ok(FeedbackApplied::Duplicate);
+        }
+        let before = record.marks.clone();
+        record.marks.record(feedback.mark(), at);
+        if let Some(detail) = feedback.kept_detail() {
+            record.feedback_detail = Some(detail);
+        }
+        Ok(FeedbackApplied::Applied { before })
+    }
+}
+
+/// One address's entries, kept apart by kind as the real table keeps them.
+#[derive(Clone, Debug, Default)]
+pub struct FakeAddress {
+    pub manual: Option<Suppression>,
+    pub automatic: Option<(AutomaticSuppression, u64)>,
+    pub automatic_events: HashSet<String>,
+    /// Contact lists the address unsubscribed from entirely.
+    pub unsubscribed_all: BTreeMap<String, DateTime<Utc>>,
+    /// (contact list, topic) pairs the address opted out of.
+    pub opted_out: BTreeMap<(String, String), DateTime<Utc>>,
+    pub history: Option<AddressHistory>,
+}
+
 #[derive(Default)]
 pub struct FakeSuppressions {
-    pub entries: Mutex<HashMap<EmailAddress, Suppression>>,
+    pub addresses: Mutex<HashMap<EmailAddress, FakeAddress>>,
+}
+
+impl FakeSuppressions {
+    pub fn address(&self, email: &EmailAddress) -> FakeAddress {
+        locked(&self.addresses)
+            .get(email)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 #[async_trait]
@@ -433,21 +515,168 @@ impl SuppressionList for FakeSuppressions {
     async fn check(
         &self,
         emails: &[EmailAddress],
+        topic: Option<&ListTopic>,
     ) -> Result<HashMap<EmailAddress, String>, StoreError> {
-        let entries = locked(&self.entries);
+        let addresses = locked(&self.addresses);
         Ok(emails
             .iter()
-            .filter_map(|e| entries.get(e).map(|s| (e.clone(), s.reason.clone())))
+            .filter_map(|email| {
+                let entry = addresses.get(email)?;
+                let reason = if let Some(manual) = &entry.manual {
+                    manual.reason.clone()
+                } else if let Some((automatic, _)) = &entry.automatic {
+                    automatic.reason.clone()
+                } else {
+                    let topic = topic?;
+                    unsubscribe_reason(
+                        topic,
+                        entry.unsubscribed_all.contains_key(&topic.contact_list),
+                        topic.topic.as_ref().is_some_and(|name| {
+                            entry
+                                .opted_out
+                                .contains_key(&(topic.contact_list.clone(), name.clone()))
+                        }),
+                    )?
+                };
+                Some((email.clone(), reason))
+            })
             .collect())
     }
 
-    async fn add(&self, suppression: &Suppression) -> Result<(), StoreError> {
-        locked(&self.entries).insert(suppression.email.clone(), suppression.clone());
+    async fn add(&self, suppression: &Suppression) -> Result<bool, StoreError> {
+        let mut addresses = locked(&self.addresses);
+        let entry = addresses.entry(suppression.email.clone()).or_default();
+        if entry.manual.is_some() {
+            return Ok(false);
+        }
+        entry.manual = Some(suppression.clone());
+        Ok(true)
+    }
+
+    async fn suppress(
+        &self,
+        suppression: &AutomaticSuppression,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut addresses = locked(&self.addresses);
+        let entry = addresses.entry(suppression.email.clone()).or_default();
+        if !entry.automatic_events.insert(event_id.to_owned()) {
+            return Ok(());
+        }
+        let count = entry.automatic.as_ref().map_or(0, |(_, count)| *count) + 1;
+        entry.automatic = Some((suppression.clone(), count));
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<Suppression>, StoreError> {
-        Ok(locked(&self.entries).values().cloned().collect())
+    async fn remove(
+        &self,
+        email: &EmailAddress,
+        kind: SuppressionKind,
+    ) -> Result<bool, StoreError> {
+        let mut addresses = locked(&self.addresses);
+        let Some(entry) = addresses.get_mut(email) else {
+            return Ok(false);
+        };
+        Ok(match kind {
+            SuppressionKind::Manual => entry.manual.take().is_some(),
+            SuppressionKind::Automatic => {
+                entry.automatic_events.clear();
+                entry.automatic.take().is_some()
+            }
+            SuppressionKind::Unsubscribed => {
+                let had = !entry.unsubscribed_all.is_empty() || !entry.opted_out.is_empty();
+                entry.unsubscribed_all.clear();
+                entry.opted_out.clear();
+                had
+            }
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<SuppressionEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for (email, entry) in locked(&self.addresses).iter() {
+            if let Some(manual) = &entry.manual {
+                entries.push(SuppressionEntry {
+                    email: email.clone(),
+                    kind: SuppressionKind::Manual,
+                    reason: manual.reason.clone(),
+                    diagnostic: None,
+                    source_run: None,
+                    at: manual.at,
+                    count: 1,
+                });
+            }
+            if let Some((automatic, count)) = &entry.automatic {
+                entries.push(SuppressionEntry {
+                    email: email.clone(),
+                    kind: SuppressionKind::Automatic,
+                    reason: automatic.reason.clone(),
+                    diagnostic: automatic.diagnostic.clone(),
+                    source_run: automatic.run.as_ref().map(RunRef::key),
+                    at: automatic.at,
+                    count: *count,
+                });
+            }
+            let unsubscribes = entry
+                .unsubscribed_all
+                .iter()
+                .map(|(list, at)| (format!("unsubscribed from contact list {list}"), *at))
+                .chain(entry.opted_out.iter().map(|((list, topic), at)| {
+                    (format!("unsubscribed from topic {topic} of {list}"), *at)
+                }));
+            for (reason, at) in unsubscribes {
+                entries.push(SuppressionEntry {
+                    email: email.clone(),
+                    kind: SuppressionKind::Unsubscribed,
+                    reason,
+                    diagnostic: None,
+                    source_run: None,
+                    at,
+                    count: 1,
+                });
+            }
+        }
+        entries.sort_by(|a, b| (&a.email, a.kind).cmp(&(&b.email, b.kind)));
+        Ok(entries)
+    }
+
+    async fn set_preferences(&self, change: &PreferenceChange) -> Result<(), StoreError> {
+        let mut addresses = locked(&self.addresses);
+        let entry = addresses.entry(change.email.clone()).or_default();
+        if change.unsubscribe_all {
+            entry
+                .unsubscribed_all
+                .insert(change.contact_list.clone(), change.at);
+        } else {
+            entry.unsubscribed_all.remove(&change.contact_list);
+        }
+        for topic in &change.opted_out {
+            entry
+                .opted_out
+                .insert((change.contact_list.clone(), topic.clone()), change.at);
+        }
+        for topic in &change.opted_in {
+            entry
+                .opted_out
+                .remove(&(change.contact_list.clone(), topic.clone()));
+        }
+        Ok(())
+    }
+
+    async fn record_outcome(
+        &self,
+        email: &EmailAddress,
+        event_id: &str,
+        outcome: AddressOutcome,
+        policy: &SoftBouncePolicy,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut addresses = locked(&self.addresses);
+        let history = addresses.get(email).and_then(|entry| entry.history.clone());
+        let Some((history, suppress)) = next_history(history, event_id, outcome, policy) else {
+            return Ok(None);
+        };
+        addresses.entry(email.clone()).or_default().history = Some(history);
+        Ok(Some(suppress))
     }
 }
 

@@ -169,6 +169,17 @@ impl RunRef {
     pub fn key(&self) -> String {
         format!("{}#{}", self.campaign_id, self.run_id)
     }
+
+    /// The run of a ledger partition key ([`key`](Self::key)).
+    pub fn from_key(key: &str) -> Result<RunRef, IdError> {
+        let (campaign, run) = key
+            .split_once('#')
+            .ok_or_else(|| IdError::RunIdFormat(key.to_owned()))?;
+        Ok(RunRef::new(
+            CampaignId::parse(campaign)?,
+            RunId::parse(run)?,
+        ))
+    }
 }
 
 impl fmt::Display for RunRef {
@@ -227,5 +238,7 @@ mod tests {
             RunId::parse("20261224T090000Z").unwrap(),
         );
         assert_eq!(run.key(), "c1#20261224T090000Z");
+        assert_eq!(RunRef::from_key(&run.key()).unwrap(), run);
+        assert!(RunRef::from_key("rejected#send-queue").is_err());
     }
 }

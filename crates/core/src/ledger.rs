@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::email::EmailAddress;
+use crate::feedback::Marks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,6 +91,12 @@ pub struct DeliveryRecord {
     pub ses_message_id: Option<String>,
     pub reason: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// What SES reported about the message afterwards (delivered, opened, bounced, ...).
+    #[serde(default)]
+    pub marks: Marks,
+    /// The latest bad news's detail: a bounce's diagnostic, a complaint's feedback type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_detail: Option<String>,
 }
 
 /// The final word on a claimed recipient.
@@ -199,6 +206,8 @@ mod tests {
             ses_message_id: None,
             reason: None,
             updated_at: now - Duration::seconds(claimed_secs_ago),
+            marks: Default::default(),
+            feedback_detail: None,
         }
     }
 

@@ -38,6 +38,19 @@ pub fn shown(email: &EmailAddress) -> String {
     }
 }
 
+/// Text that should be an address but may not parse, as logs may show it: masked like an
+/// address (first character and domain) unless the setting says otherwise.
+pub fn shown_text(text: &str) -> String {
+    if DISPLAY.get().copied().unwrap_or_default() == AddressDisplay::Full {
+        return text.to_owned();
+    }
+    let first = text.chars().next().filter(|c| *c != '@').unwrap_or('*');
+    match text.rsplit_once('@') {
+        Some((_, domain)) => format!("{first}***@{domain}"),
+        None => format!("{first}***"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +60,12 @@ mod tests {
         assert_eq!(AddressDisplay::parse("FULL"), Ok(AddressDisplay::Full));
         assert_eq!(AddressDisplay::parse(""), Ok(AddressDisplay::Masked));
         assert!(AddressDisplay::parse("yes").unwrap_err().contains("'yes'"));
+    }
+
+    #[test]
+    fn unparsed_addresses_are_masked_too() {
+        assert_eq!(shown_text("aiko@example.com"), "a***@example.com");
+        assert_eq!(shown_text("not an address"), "n***");
+        assert_eq!(shown_text(""), "****");
     }
 }

@@ -10,6 +10,9 @@ use chrono::{DateTime, Utc};
 use crate::campaign::CampaignDefinition;
 use crate::contact::{Contact, ListSchema};
 use crate::email::EmailAddress;
+use crate::feedback::{
+    AddressOutcome, Feedback, FeedbackCounts, Marks, PreferenceChange, SoftBouncePolicy,
+};
 use crate::ids::{CampaignId, ListId, RunRef};
 use crate::job::SendJob;
 use crate::ledger::{DeliveryRecord, LedgerCounts, Outcome};
@@ -124,6 +127,13 @@ pub trait RunStore: Send + Sync {
     -> Result<(), StoreError>;
     /// The campaign's runs, newest first.
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError>;
+    /// Adds `delta` to the run's feedback counters; the run as it stands afterwards, or `None`
+    /// when there is no such run (nothing is written then).
+    async fn add_feedback(
+        &self,
+        run: &RunRef,
+        delta: &FeedbackCounts,
+    ) -> Result<Option<RunRecord>, StoreError>;
 }
 
 /// Result of trying to claim a recipient.
@@ -181,6 +191,38 @@ pub trait Ledger: Send + Sync {
     async fn records(&self, run: &RunRef) -> Result<Vec<DeliveryRecord>, StoreError>;
 }
 
+/// What recording one recipient's feedback did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedbackApplied {
+    /// Recorded; the marks the record held before, from which the counters move.
+    Applied { before: Marks },
+    /// This event was recorded before (a notification delivered twice): nothing changed.
+    Duplicate,
+    /// The run has no record of this recipient: nothing was written.
+    NoRecord,
+}
+
+/// The ledger as feedback sees it.
+#[async_trait]
+pub trait FeedbackLedger: Send + Sync {
+    /// The run and recipient a message id belongs to (for notifications without tags).
+    async fn find_by_message_id(
+        &self,
+        ses_message_id: &str,
+    ) -> Result<Option<(RunRef, EmailAddress)>, StoreError>;
+    /// Records `feedback` on the recipient's record once per `event_id`, without disturbing
+    /// its delivery state or marks recorded by concurrent events.
+    async fn apply_feedback(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        event_id: &str,
+        feedback: &Feedback,
+        at: DateTime<Utc>,
+    ) -> Result<FeedbackApplied, StoreError>;
+}
+
+/// A suppression entered by hand (`hikyaku suppression add`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Suppression {
     pub email: EmailAddress,
@@ -189,16 +231,94 @@ pub struct Suppression {
     pub at: DateTime<Utc>,
 }
 
+/// A suppression the feedback function records: a hard bounce, a complaint, soft bounces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutomaticSuppression {
+    pub email: EmailAddress,
+    pub reason: String,
+    pub diagnostic: Option<String>,
+    /// The run whose mail caused it, when known.
+    pub run: Option<RunRef>,
+    pub at: DateTime<Utc>,
+}
+
+/// The kinds of entries kept per address, apart from each other: removing a manual entry
+/// leaves an automatic one standing, and the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionKind {
+    Manual,
+    Automatic,
+    /// Unsubscribed from a contact list or topic (mirrored from SES Subscription events).
+    Unsubscribed,
+}
+
+impl SuppressionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionKind::Manual => "manual",
+            SuppressionKind::Automatic => "automatic",
+            SuppressionKind::Unsubscribed => "unsubscribed",
+        }
+    }
+}
+
+/// One entry of the suppression list as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SuppressionEntry {
+    pub email: EmailAddress,
+    pub kind: SuppressionKind,
+    pub reason: String,
+    pub diagnostic: Option<String>,
+    /// The run that caused it (`campaign#run`), for automatic entries.
+    pub source_run: Option<String>,
+    pub at: DateTime<Utc>,
+    /// Suppressing events seen for the address (automatic entries).
+    pub count: u64,
+}
+
+/// The SES contact list and topic a campaign sends under: unsubscribes from either count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ListTopic {
+    pub contact_list: String,
+    pub topic: Option<String>,
+}
+
 #[async_trait]
 pub trait SuppressionList: Send + Sync {
-    /// The suppressed addresses among `emails` (at most 100 per call to the store), with
-    /// their reasons.
+    /// The addresses among `emails` that must not be mailed (at most 100 per call to the
+    /// store), with the reason: any suppression, or an unsubscribe from `topic`'s contact list
+    /// or topic.
     async fn check(
         &self,
         emails: &[EmailAddress],
+        topic: Option<&ListTopic>,
     ) -> Result<HashMap<EmailAddress, String>, StoreError>;
-    async fn add(&self, suppression: &Suppression) -> Result<(), StoreError>;
-    async fn list(&self) -> Result<Vec<Suppression>, StoreError>;
+    /// Adds the address's manual entry; `Ok(false)` when it had one already (left as it was).
+    async fn add(&self, suppression: &Suppression) -> Result<bool, StoreError>;
+    /// Adds or refreshes the address's automatic entry, counting `event_id` once.
+    async fn suppress(
+        &self,
+        suppression: &AutomaticSuppression,
+        event_id: &str,
+    ) -> Result<(), StoreError>;
+    /// Removes the address's entry of `kind`; `Ok(false)` when it had none.
+    async fn remove(&self, email: &EmailAddress, kind: SuppressionKind)
+    -> Result<bool, StoreError>;
+    /// Every entry, of every kind.
+    async fn list(&self) -> Result<Vec<SuppressionEntry>, StoreError>;
+    /// Mirrors a contact's subscription preferences.
+    async fn set_preferences(&self, change: &PreferenceChange) -> Result<(), StoreError>;
+    /// Adds `outcome` (for `event_id`) to the address's soft-bounce history under `policy`.
+    /// A delivery is recorded only for addresses that have a history. `Ok(Some(true))` when
+    /// the address is now to be suppressed; `Ok(None)` when nothing was recorded.
+    async fn record_outcome(
+        &self,
+        email: &EmailAddress,
+        event_id: &str,
+        outcome: AddressOutcome,
+        policy: &SoftBouncePolicy,
+    ) -> Result<Option<bool>, StoreError>;
 }
 
 #[derive(thiserror::Error, Debug)]

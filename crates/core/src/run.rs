@@ -6,6 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::feedback::FeedbackCounts;
 use crate::ids::{ListId, RunRef};
 use crate::ledger::LedgerCounts;
 
@@ -92,6 +93,9 @@ pub struct RunRecord {
     pub fanout_completed_at: Option<DateTime<Utc>>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
+    /// What SES has reported about the run's mail so far.
+    #[serde(default)]
+    pub feedback: FeedbackCounts,
 }
 
 impl RunRecord {
@@ -108,6 +112,7 @@ impl RunRecord {
             fanout_completed_at: None,
             lease_owner: None,
             lease_until: None,
+            feedback: FeedbackCounts::default(),
         }
     }
 }

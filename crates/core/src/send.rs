@@ -286,7 +286,7 @@ pub async fn process_job(
     let emails: Vec<EmailAddress> = job.recipients.iter().map(|r| r.email.clone()).collect();
     let suppressed = ports
         .suppressions
-        .check(&emails)
+        .check(&emails, campaign.ses.list_topic().as_ref())
         .await
         .map_err(JobFailure::Consent)?;
 

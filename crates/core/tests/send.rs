@@ -335,6 +335,8 @@ async fn when_a_suppressed_recipient_has_an_abandoned_claim_then_it_ends_uncerta
             ses_message_id: None,
             reason: None,
             updated_at: long_ago,
+            marks: Default::default(),
+            feedback_detail: None,
         },
     );
     world
@@ -372,6 +374,8 @@ async fn when_the_claim_found_is_our_own_then_the_recipient_is_sent() {
             ses_message_id: None,
             reason: None,
             updated_at: Utc::now(),
+            marks: Default::default(),
+            feedback_detail: None,
         },
     );
     let report = world
@@ -458,6 +462,8 @@ async fn when_a_claim_was_abandoned_then_the_recipient_becomes_uncertain_not_res
             ses_message_id: None,
             reason: None,
             updated_at: long_ago,
+            marks: Default::default(),
+            feedback_detail: None,
         },
     );
     let report = world
