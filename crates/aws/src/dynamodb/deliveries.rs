@@ -9,6 +9,9 @@
 //! | `ses_message_id` | S | once sent; the `by_message_id` index is on it |
 //! | `reason` | S | why failed or suppressed |
 //! | `updated_at` | S | RFC 3339, the last transition |
+//! | `fb_<mark>` | S | RFC 3339: when SES first reported `delivered`, `opened`, `hard_bounced`, ... |
+//! | `feedback_detail` | S | the latest bounce diagnostic, complaint type or rejection reason |
+//! | `fb_events` | SS | ids of the feedback events recorded, so a redelivered one changes nothing |
 //!
 //! Malformed inputs ([`RejectLog`]) share the table in partitions of their own:
 //! `run_key = rejected#{source}`, `email` = the input's id (e.g. the SQS message id), with
@@ -20,18 +23,21 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use hikyaku_core::email::EmailAddress;
+use hikyaku_core::feedback::{Feedback, Mark, Marks};
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::ledger::{DeliveryRecord, DeliveryState, LedgerCounts, Outcome};
 use hikyaku_core::logging::shown;
-use hikyaku_core::ports::{ClaimResult, Ledger, RejectLog, RejectedInput, StoreError};
+use hikyaku_core::ports::{
+    ClaimResult, FeedbackApplied, FeedbackLedger, Ledger, RejectLog, RejectedInput, StoreError,
+};
 
 use super::item::{
     Item, ItemError, Stored, get_parsed, get_s, get_time, item, opt_s, opt_time, s, time, truncated,
 };
-use super::write::{Conditional, Update, delete_if, put_if_absent, update_if};
+use super::write::{Conditional, Update, delete_if, put_if_absent, update_if, update_returning};
 use crate::error::store_error;
 
 const RUN_KEY: &str = "run_key";
@@ -42,6 +48,15 @@ const CLAIMED_AT: &str = "claimed_at";
 const SES_MESSAGE_ID: &str = "ses_message_id";
 const REASON: &str = "reason";
 const UPDATED_AT: &str = "updated_at";
+const FEEDBACK_DETAIL: &str = "feedback_detail";
+const FEEDBACK_EVENTS: &str = "fb_events";
+/// The index of the ledger on `ses_message_id` (keys only).
+const BY_MESSAGE_ID: &str = "by_message_id";
+
+/// The attribute holding when `mark` was first reported.
+fn mark_attribute(mark: Mark) -> String {
+    format!("fb_{}", mark.as_str())
+}
 
 /// The most of a rejected input kept for diagnosis.
 const EXCERPT_MAX_BYTES: usize = 2048;
@@ -213,8 +228,20 @@ impl TryFrom<Stored> for DeliveryRecord {
             ses_message_id: opt_s(&stored, SES_MESSAGE_ID)?.map(str::to_owned),
             reason: opt_s(&stored, REASON)?.map(str::to_owned),
             updated_at: get_time(&stored, UPDATED_AT)?,
+            marks: marks_of(&stored)?,
+            feedback_detail: opt_s(&stored, FEEDBACK_DETAIL)?.map(str::to_owned),
         })
     }
+}
+
+fn marks_of(stored: &Item) -> Result<Marks, ItemError> {
+    let mut marks = Marks::default();
+    for mark in Mark::ALL {
+        if let Some(at) = opt_time(stored, &mark_attribute(mark))? {
+            marks.record(mark, at);
+        }
+    }
+    Ok(marks)
 }
 
 fn decode(
@@ -380,6 +407,101 @@ impl Ledger for DynamoLedger {
     }
 }
 
+#[async_trait]
+impl FeedbackLedger for DynamoLedger {
+    /// Query of the `by_message_id` index; the message's one recipient.
+    #[tracing::instrument(skip_all, fields(ses_message_id), err)]
+    async fn find_by_message_id(
+        &self,
+        ses_message_id: &str,
+    ) -> Result<Option<(RunRef, EmailAddress)>, StoreError> {
+        const OP: &str = "find delivery by message id";
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_MESSAGE_ID)
+            .key_condition_expression("#id = :id")
+            .expression_attribute_names("#id", SES_MESSAGE_ID)
+            .expression_attribute_values(":id", s(ses_message_id))
+            .limit(1)
+            .send()
+            .await
+            .map_err(|err| store_error(OP, err))?;
+        let Some(stored) = output.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let what = format!("ledger index entry of message {ses_message_id}");
+        let decoded = (|| {
+            let run = RunRef::from_key(get_s(&stored, RUN_KEY)?)
+                .map_err(|err| ItemError::invalid(RUN_KEY, err))?;
+            let email = EmailAddress::parse(get_s(&stored, EMAIL)?)
+                .map_err(|err| ItemError::invalid(EMAIL, err))?;
+            Ok::<_, ItemError>((run, email))
+        })();
+        decoded.map(Some).map_err(|err| err.into_store(OP, &what))
+    }
+
+    /// One UpdateItem: the mark's time `if_not_exists`, the detail, and the event id added to
+    /// `fb_events`, conditioned on the record existing and not holding the event yet. The
+    /// record as it was (ALL_OLD) gives the marks before; a failed condition tells a duplicate
+    /// (a record came back) from an unknown recipient (none did).
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email), mark = %feedback.mark()), err)]
+    async fn apply_feedback(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        event_id: &str,
+        feedback: &Feedback,
+        at: DateTime<Utc>,
+    ) -> Result<FeedbackApplied, StoreError> {
+        const OP: &str = "record feedback";
+        let mut update = Update::default();
+        let mark = update.name(&mark_attribute(feedback.mark()));
+        let first_seen = update.value("at", time(at));
+        update.set_expression(format!("{mark} = if_not_exists({mark}, {first_seen})"));
+        if let Some(detail) = feedback.kept_detail() {
+            update.set(FEEDBACK_DETAIL, s(truncated(&detail, EXCERPT_MAX_BYTES)));
+        }
+        update.add(
+            FEEDBACK_EVENTS,
+            AttributeValue::Ss(vec![event_id.to_owned()]),
+        );
+        let email_name = update.name(EMAIL);
+        let events = update.name(FEEDBACK_EVENTS);
+        let event = update.value("event", s(event_id));
+        update.condition =
+            format!("attribute_exists({email_name}) AND NOT contains({events}, {event})");
+        let answer = update_returning(
+            &self.client,
+            &self.table,
+            OP,
+            Self::key(run, email),
+            update,
+            ReturnValue::AllOld,
+        )
+        .await?;
+        match answer {
+            Ok(before) => {
+                let before = before.unwrap_or_default();
+                let marks = marks_of(&before).map_err(|err| {
+                    err.into_store(
+                        OP,
+                        &format!("ledger record of {} in run {run}", shown(email)),
+                    )
+                })?;
+                Ok(FeedbackApplied::Applied { before: marks })
+            }
+            Err(Some(_)) => Ok(FeedbackApplied::Duplicate),
+            // The service sent nothing back: a consistent read tells the two apart.
+            Err(None) => Ok(match self.read(OP, run, email).await? {
+                Some(_) => FeedbackApplied::Duplicate,
+                None => FeedbackApplied::NoRecord,
+            }),
+        }
+    }
+}
+
 /// [`RejectLog`] on the deliveries table, in `rejected#{source}` partitions.
 #[derive(Clone, Debug)]
 pub struct DynamoRejects {
@@ -505,6 +627,8 @@ mod tests {
                 ses_message_id: Some("0100-abc".into()),
                 reason: None,
                 updated_at: at(2),
+                marks: Default::default(),
+                feedback_detail: None,
             })
         );
         assert_eq!(refused.num_calls(), 1);

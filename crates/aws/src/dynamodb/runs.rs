@@ -13,20 +13,23 @@
 //! | `lease_owner` | S | the fan-out invocation holding the lease |
 //! | `lease_until` | S | RFC 3339, for people |
 //! | `lease_until_ms` | N | epoch milliseconds, for conditions |
+//! | `fb_<counter>` | N | feedback counters (`fb_delivered`, `fb_hard_bounced`, ...), added to |
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
+use hikyaku_core::feedback::FeedbackCounts;
 use hikyaku_core::ids::{CampaignId, RunId, RunRef};
 use hikyaku_core::ports::{RunStore, StoreError};
 use hikyaku_core::run::{FanoutProgress, RunRecord, RunState};
 use serde_dynamo::aws_sdk_dynamodb_1 as serde_dynamo_sdk;
 
 use super::item::{
-    Item, ItemError, Stored, flag, get_parsed, get_s, get_time, item, n, opt_s, opt_time, s, time,
+    Item, ItemError, Stored, flag, get_parsed, get_s, get_time, item, n, opt_n, opt_s, opt_time, s,
+    time,
 };
-use super::write::{Conditional, Update, put_if_absent, update_if};
+use super::write::{Conditional, Update, put_if_absent, update_if, update_returning};
 use crate::error::store_error;
 
 const CAMPAIGN_ID: &str = "campaign_id";
@@ -142,8 +145,24 @@ impl TryFrom<Stored> for RunRecord {
             fanout_completed_at: opt_time(&stored, FANOUT_COMPLETED_AT)?,
             lease_owner: opt_s(&stored, LEASE_OWNER)?.map(str::to_owned),
             lease_until: opt_time(&stored, LEASE_UNTIL)?,
+            feedback: feedback_of(&stored)?,
         })
     }
+}
+
+/// The attribute of a feedback counter.
+fn counter_attribute(name: &str) -> String {
+    format!("fb_{name}")
+}
+
+fn feedback_of(stored: &Item) -> Result<FeedbackCounts, ItemError> {
+    let mut counts = FeedbackCounts::default();
+    for (name, _) in FeedbackCounts::default().fields() {
+        if let Some(value) = opt_n::<u64>(stored, &counter_attribute(name))? {
+            counts.set(name, value);
+        }
+    }
+    Ok(counts)
 }
 
 fn decode(operation: &'static str, stored: Item) -> Result<RunRecord, StoreError> {
@@ -330,6 +349,42 @@ impl RunStore for DynamoRuns {
         self.conditional_update("pause run", run, update)
             .await
             .map(|_| ())
+    }
+
+    /// One UpdateItem adding each non-zero counter (`ADD`, so concurrent events never lose
+    /// one), conditioned on the run existing; the run as it stands after (ALL_NEW).
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn add_feedback(
+        &self,
+        run: &RunRef,
+        delta: &FeedbackCounts,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        const OP: &str = "count feedback";
+        let mut update = Update::default();
+        for (name, value) in delta.fields() {
+            if value > 0 {
+                update.add(&counter_attribute(name), n(value));
+            }
+        }
+        if update.expression().is_empty() {
+            return self.get(run).await;
+        }
+        let campaign = update.name(CAMPAIGN_ID);
+        update.condition = format!("attribute_exists({campaign})");
+        let answer = update_returning(
+            &self.client,
+            &self.table,
+            OP,
+            Self::key(run),
+            update,
+            ReturnValue::AllNew,
+        )
+        .await?;
+        match answer {
+            Ok(Some(stored)) => decode(OP, stored).map(Some),
+            Ok(None) => self.get(run).await,
+            Err(_) => Ok(None),
+        }
     }
 
     /// Query on the campaign, newest run first, to the last page.

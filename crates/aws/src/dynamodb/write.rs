@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use hikyaku_core::ports::StoreError;
@@ -109,6 +109,39 @@ pub(crate) async fn update_if(
     send_conditional!(operation, request, parts, all_old)
 }
 
+/// UpdateItem of the item at `key` with `update`, under its condition, returning the item as
+/// `returning` asks (`AllOld`: before the update, `AllNew`: after it): `Ok(Ok(item))` when
+/// made (`None` if there was no item before), `Ok(Err(stored))` when the condition failed.
+pub(crate) async fn update_returning(
+    client: &Client,
+    table: &str,
+    operation: &'static str,
+    key: Item,
+    update: Update,
+    returning: ReturnValue,
+) -> Result<Result<Option<Item>, Option<Item>>, StoreError> {
+    let parts = update.into_parts();
+    let result = client
+        .update_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(parts.expression)
+        .set_condition_expression((!parts.condition.is_empty()).then_some(parts.condition))
+        .set_expression_attribute_names(parts.names)
+        .set_expression_attribute_values(parts.values)
+        .return_values(returning)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match result {
+        Ok(output) => Ok(Ok(output.attributes)),
+        Err(err) => match dynamo_failure(operation, err) {
+            DynamoFailure::ConditionFailed(stored) => Ok(Err(stored)),
+            DynamoFailure::Store(err) => Err(err),
+        },
+    }
+}
+
 /// DeleteItem of the item at `key` under `condition`'s condition (its `SET` and `REMOVE` parts
 /// must be empty); the stored item is not asked for.
 pub(crate) async fn delete_if(
@@ -128,6 +161,7 @@ pub(crate) async fn delete_if(
 #[derive(Default)]
 pub(crate) struct Update {
     set: Vec<String>,
+    add: Vec<String>,
     remove: Vec<String>,
     pub(crate) condition: String,
     pub(crate) names: HashMap<String, String>,
@@ -156,17 +190,34 @@ impl Update {
         self.set.push(format!("{name} = {value}"));
     }
 
+    /// `SET` with an assignment written by the caller from [`name`](Self::name) and
+    /// [`value`](Self::value) placeholders, e.g. `#at = if_not_exists(#at, :at)`.
+    pub(crate) fn set_expression(&mut self, assignment: String) {
+        self.set.push(assignment);
+    }
+
+    /// `ADD #attribute :attribute`: a number added to, or elements added to a set.
+    pub(crate) fn add(&mut self, attribute: &str, value: AttributeValue) {
+        let name = self.name(attribute);
+        let value = self.value(attribute, value);
+        self.add.push(format!("{name} {value}"));
+    }
+
     /// `REMOVE #attribute`.
     pub(crate) fn remove(&mut self, attribute: &str) {
         let name = self.name(attribute);
         self.remove.push(name);
     }
 
-    /// The update expression: `SET ...` then `REMOVE ...`, each part only when not empty.
+    /// The update expression: `SET ...`, `ADD ...`, then `REMOVE ...`, each part only when not
+    /// empty.
     pub(crate) fn expression(&self) -> String {
         let mut parts = Vec::new();
         if !self.set.is_empty() {
             parts.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.add.is_empty() {
+            parts.push(format!("ADD {}", self.add.join(", ")));
         }
         if !self.remove.is_empty() {
             parts.push(format!("REMOVE {}", self.remove.join(", ")));
@@ -187,7 +238,7 @@ impl Update {
     /// Just the condition's parts, for a PutItem or DeleteItem.
     fn into_condition(self) -> Parts {
         debug_assert!(
-            self.set.is_empty() && self.remove.is_empty(),
+            self.set.is_empty() && self.add.is_empty() && self.remove.is_empty(),
             "a condition without SET or REMOVE"
         );
         self.into_parts()
@@ -211,17 +262,21 @@ mod tests {
     fn an_update_names_only_what_its_expressions_use() {
         let mut update = Update::default();
         update.set("state", s("sent"));
+        update.add("opens", crate::dynamodb::item::n(1));
         update.remove("cursor");
         let owner = update.name("lease_owner");
         let value = update.value("owner", s("req-1"));
         update.condition = format!("{owner} = {value}");
         let parts = update.into_parts();
-        assert_eq!(parts.expression, "SET #state = :state REMOVE #cursor");
+        assert_eq!(
+            parts.expression,
+            "SET #state = :state ADD #opens :opens REMOVE #cursor"
+        );
         assert_eq!(parts.condition, "#lease_owner = :owner");
         let mut names: Vec<_> = parts.names.unwrap().into_keys().collect();
         names.sort();
-        assert_eq!(names, ["#cursor", "#lease_owner", "#state"]);
-        assert_eq!(parts.values.unwrap().len(), 2);
+        assert_eq!(names, ["#cursor", "#lease_owner", "#opens", "#state"]);
+        assert_eq!(parts.values.unwrap().len(), 3);
         let empty = Update::default().into_condition();
         assert!(empty.names.is_none() && empty.values.is_none());
     }
