@@ -159,9 +159,15 @@ pub async fn dispatch(
         Command::Suppression(SuppressionCommand::Import { file, reason }) => {
             Box::new(suppression::import(ports.suppressions, file, reason, now, progress).await?)
         }
-        Command::Suppression(SuppressionCommand::List) => {
-            Box::new(suppression::list(ports.suppressions).await?)
+        Command::Suppression(SuppressionCommand::Remove { emails, kind }) => {
+            Box::new(suppression::remove(ports.suppressions, emails, (*kind).into()).await?)
         }
+        Command::Suppression(SuppressionCommand::List { kind }) => {
+            Box::new(suppression::list(ports.suppressions, kind.map(Into::into)).await?)
+        }
+        Command::Suppression(SuppressionCommand::Export { out, kind }) => Box::new(
+            suppression::export(ports.suppressions, kind.map(Into::into), out.as_deref()).await?,
+        ),
     })
 }
 
@@ -221,7 +227,7 @@ mod tests {
             for job in f.queue.take_jobs() {
                 for r in job.recipients {
                     let at = Utc::now();
-                    let suppressed = f.suppressions.check(std::slice::from_ref(&r.email));
+                    let suppressed = f.suppressions.check(std::slice::from_ref(&r.email), None);
                     if suppressed.await.unwrap().is_empty() {
                         f.ledger.claim(&run, &r.email, "t", at).await.unwrap();
                         let sent = Outcome::Sent {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use hikyaku_core::ids::{CampaignId, ListId, RunId};
 use hikyaku_core::import::ImportFormat;
+use hikyaku_core::ports::SuppressionKind;
 
 const ENVIRONMENT: &str = "\
 Environment (configuration comes from these variables only):
@@ -153,7 +154,7 @@ fn parse_run_id(value: &str) -> Result<RunId, String> {
 
 #[derive(Subcommand, Debug)]
 pub enum SuppressionCommand {
-    /// Suppress addresses (source "manual"); addresses suppressed already keep their entry
+    /// Suppress addresses by hand (kind "manual"); entries of other kinds stay as they are
     Add {
         /// The addresses
         #[arg(required = true, value_name = "EMAIL")]
@@ -162,15 +163,73 @@ pub enum SuppressionCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Suppress every address of a file: one a line, `#` starts a comment
+    /// Suppress every address of a file by hand: one a line, `#` starts a comment
     Import {
         file: PathBuf,
         /// Why they must not be mailed
         #[arg(long)]
         reason: String,
     },
-    /// List every suppressed address with its reason and source
-    List,
+    /// Remove the addresses' entries of one kind; entries of other kinds keep them suppressed
+    Remove {
+        #[arg(required = true, value_name = "EMAIL")]
+        emails: Vec<String>,
+        /// Which entries: those made by hand, or those recorded from bounces and complaints
+        #[arg(long, value_enum, default_value = "manual")]
+        kind: RemovableKind,
+    },
+    /// List every entry: address, kind, reason, diagnostic, source run, events, since
+    List {
+        /// Only entries of this kind
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
+    /// Write every entry as CSV, to a file or to standard output
+    Export {
+        /// The file to write; without it the CSV is the output
+        #[arg(long, value_name = "FILE.csv")]
+        out: Option<PathBuf>,
+        /// Only entries of this kind
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
+}
+
+/// The kinds of suppression entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Entered by hand
+    Manual,
+    /// Recorded from hard bounces, complaints and repeated soft bounces
+    Automatic,
+    /// Mirrored from SES subscription management
+    Unsubscribed,
+}
+
+/// The kinds an operator may remove (unsubscribes are the contact's own choice, kept by SES).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RemovableKind {
+    Manual,
+    Automatic,
+}
+
+impl From<KindArg> for SuppressionKind {
+    fn from(kind: KindArg) -> SuppressionKind {
+        match kind {
+            KindArg::Manual => SuppressionKind::Manual,
+            KindArg::Automatic => SuppressionKind::Automatic,
+            KindArg::Unsubscribed => SuppressionKind::Unsubscribed,
+        }
+    }
+}
+
+impl From<RemovableKind> for SuppressionKind {
+    fn from(kind: RemovableKind) -> SuppressionKind {
+        match kind {
+            RemovableKind::Manual => SuppressionKind::Manual,
+            RemovableKind::Automatic => SuppressionKind::Automatic,
+        }
+    }
 }
 
 #[cfg(test)]

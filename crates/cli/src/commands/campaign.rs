@@ -200,7 +200,10 @@ pub async fn preview(
         }
     });
     let suppressed = suppressions
-        .check(std::slice::from_ref(&email))
+        .check(
+            std::slice::from_ref(&email),
+            campaign.ses.list_topic().as_ref(),
+        )
         .await?
         .remove(&email);
     let rendered = campaign
@@ -1130,7 +1133,7 @@ name = "Example News"
             for r in job.recipients {
                 at += chrono::Duration::seconds(1);
                 if w.suppressions
-                    .check(std::slice::from_ref(&r.email))
+                    .check(std::slice::from_ref(&r.email), None)
                     .await
                     .unwrap()
                     .is_empty()

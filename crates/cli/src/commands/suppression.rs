@@ -1,6 +1,7 @@
-//! `hikyaku suppression add | import | list`: addresses that must never be mailed, entered by
-//! hand (source `manual`) next to those the feedback function records from bounces and
-//! complaints.
+//! `hikyaku suppression add | import | remove | list | export`: addresses that must never be
+//! mailed. Entries made by hand (kind `manual`) are kept apart from those the feedback function
+//! records from bounces and complaints (`automatic`) and from mirrored unsubscribes
+//! (`unsubscribed`): removing one kind leaves the others standing.
 
 use std::fs::File;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hikyaku_core::email::EmailAddress;
 use hikyaku_core::import::{InvalidRow, read_address_list};
-use hikyaku_core::ports::{Suppression, SuppressionList};
+use hikyaku_core::ports::{Suppression, SuppressionEntry, SuppressionKind, SuppressionList};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -47,8 +48,9 @@ pub struct Existing {
     pub reason: String,
 }
 
-/// Adds the addresses that are not suppressed yet; existing entries (a bounce, say) keep their
-/// reason and source.
+/// Gives every address a manual entry unless it has one; an address suppressed for another
+/// reason (a bounce, say) gets its manual entry too, so removing the other leaves it
+/// suppressed. Addresses suppressed before are reported with their reason.
 async fn add_new(
     list: &dyn SuppressionList,
     addresses: &[EmailAddress],
@@ -61,26 +63,27 @@ async fn add_new(
     let mut existing = Vec::new();
     for chunk in addresses.chunks(CHECK_CHUNK) {
         let mut known = list
-            .check(chunk)
+            .check(chunk, None)
             .await
             .inspect_err(|_| bar.finish_and_clear())?;
         for email in chunk {
-            if let Some(reason) = known.remove(email) {
-                existing.push(Existing {
+            let made = list
+                .add(&Suppression {
+                    email: email.clone(),
+                    reason: reason.to_owned(),
+                    source: SOURCE_MANUAL.to_owned(),
+                    at: now,
+                })
+                .await
+                .inspect_err(|_| bar.finish_and_clear())?;
+            match known.remove(email) {
+                Some(reason) => existing.push(Existing {
                     email: email.clone(),
                     reason,
-                });
-                continue;
+                }),
+                None if made => added.push(email.clone()),
+                None => {}
             }
-            list.add(&Suppression {
-                email: email.clone(),
-                reason: reason.to_owned(),
-                source: SOURCE_MANUAL.to_owned(),
-                at: now,
-            })
-            .await
-            .inspect_err(|_| bar.finish_and_clear())?;
-            added.push(email.clone());
         }
         bar.inc(chunk.len() as u64);
     }
@@ -259,36 +262,135 @@ impl Report for ImportReport {
 }
 
 // ---------------------------------------------------------------------------------------------
-// list
+// remove
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Serialize)]
-pub struct Entry {
-    pub email: EmailAddress,
-    pub reason: String,
-    pub source: String,
-    pub at: DateTime<Utc>,
+pub struct RemoveReport {
+    pub kind: SuppressionKind,
+    pub removed: Vec<EmailAddress>,
+    /// Addresses that had no entry of this kind.
+    pub not_found: Vec<EmailAddress>,
+    /// Removed addresses that stay suppressed by an entry of another kind, with its reason.
+    pub still_suppressed: Vec<Existing>,
 }
+
+pub async fn remove(
+    list: &dyn SuppressionList,
+    emails: &[String],
+    kind: SuppressionKind,
+) -> Result<RemoveReport, CliError> {
+    if kind == SuppressionKind::Unsubscribed {
+        return Err(CliError::new("unsubscribes cannot be removed here").hint(
+            "they mirror the contact's choice in SES; SES keeps honouring it whatever hikyaku \
+             stores, so change it in the SES contact list",
+        ));
+    }
+    let mut addresses = Vec::new();
+    for raw in emails {
+        let email = EmailAddress::parse(raw).map_err(|err| {
+            CliError::new(format!("'{}': {err}", raw.escape_debug()))
+                .hint("nothing was removed; fix the address and run the command again")
+        })?;
+        if !addresses.contains(&email) {
+            addresses.push(email);
+        }
+    }
+    let mut report = RemoveReport {
+        kind,
+        removed: Vec::new(),
+        not_found: Vec::new(),
+        still_suppressed: Vec::new(),
+    };
+    for email in addresses {
+        if list.remove(&email, kind).await? {
+            report.removed.push(email);
+        } else {
+            report.not_found.push(email);
+        }
+    }
+    for chunk in report.removed.chunks(CHECK_CHUNK) {
+        for (email, reason) in list.check(chunk, None).await? {
+            report.still_suppressed.push(Existing { email, reason });
+        }
+    }
+    report
+        .still_suppressed
+        .sort_by(|a, b| a.email.cmp(&b.email));
+    Ok(report)
+}
+
+impl Report for RemoveReport {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "Removed the {} entry of {}",
+            self.kind.as_str(),
+            plural(self.removed.len() as u64, "address", "addresses")
+        );
+        for email in &self.removed {
+            out.push_str(&format!("\n  {email}"));
+        }
+        if !self.not_found.is_empty() {
+            out.push_str(&format!(
+                "\nNo {} entry (nothing done):",
+                self.kind.as_str()
+            ));
+            for email in &self.not_found {
+                out.push_str(&format!("\n  {email}"));
+            }
+        }
+        if !self.still_suppressed.is_empty() {
+            out.push_str("\nStill suppressed by another entry:");
+            for existing in &self.still_suppressed {
+                out.push_str(&format!("\n  {} ({})", existing.email, existing.reason));
+            }
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        to_json(self)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// list and export
+// ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Serialize)]
 pub struct ListReport {
-    pub suppressions: Vec<Entry>,
+    pub suppressions: Vec<SuppressionEntry>,
 }
 
-pub async fn list(list: &dyn SuppressionList) -> Result<ListReport, CliError> {
-    let mut suppressions: Vec<Entry> = list
+/// Every entry, or those of one kind, sorted by address.
+pub async fn list(
+    list: &dyn SuppressionList,
+    kind: Option<SuppressionKind>,
+) -> Result<ListReport, CliError> {
+    let mut suppressions: Vec<SuppressionEntry> = list
         .list()
         .await?
         .into_iter()
-        .map(|s| Entry {
-            email: s.email,
-            reason: s.reason,
-            source: s.source,
-            at: s.at,
-        })
+        .filter(|entry| kind.is_none_or(|kind| entry.kind == kind))
         .collect();
-    suppressions.sort_by(|a, b| a.email.cmp(&b.email));
+    suppressions.sort_by(|a, b| (&a.email, a.kind).cmp(&(&b.email, b.kind)));
     Ok(ListReport { suppressions })
+}
+
+fn since(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl ListReport {
+    fn count_of(&self, kind: SuppressionKind) -> u64 {
+        self.suppressions.iter().filter(|s| s.kind == kind).count() as u64
+    }
+
+    fn addresses(&self) -> u64 {
+        let mut emails: Vec<&EmailAddress> = self.suppressions.iter().map(|s| &s.email).collect();
+        emails.dedup();
+        emails.len() as u64
+    }
 }
 
 impl Report for ListReport {
@@ -302,31 +404,112 @@ impl Report for ListReport {
             .map(|s| {
                 vec![
                     s.email.to_string(),
+                    s.kind.as_str().to_owned(),
                     s.reason.clone(),
-                    s.source.clone(),
-                    s.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    s.diagnostic.clone().unwrap_or_default(),
+                    s.source_run.clone().unwrap_or_default(),
+                    count(s.count),
+                    since(s.at),
                 ]
             })
             .collect();
-        let manual = self
-            .suppressions
-            .iter()
-            .filter(|s| s.source == SOURCE_MANUAL)
-            .count() as u64;
         format!(
-            "{}\n{} suppressed ({} manual)",
+            "{}\n{} suppressed ({} manual, {} automatic, {} unsubscribed entries)",
             table(
-                vec![
-                    "email".into(),
-                    "reason".into(),
-                    "source".into(),
-                    "since".into()
-                ],
+                [
+                    "email",
+                    "kind",
+                    "reason",
+                    "diagnostic",
+                    "source run",
+                    "events",
+                    "since"
+                ]
+                .map(String::from)
+                .to_vec(),
                 rows
             ),
-            plural(self.suppressions.len() as u64, "address", "addresses"),
-            count(manual)
+            plural(self.addresses(), "address", "addresses"),
+            count(self.count_of(SuppressionKind::Manual)),
+            count(self.count_of(SuppressionKind::Automatic)),
+            count(self.count_of(SuppressionKind::Unsubscribed)),
         )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        to_json(self)
+    }
+}
+
+/// `suppression export`: the entries as CSV, to a file or as the command's output.
+#[derive(Debug, Serialize)]
+pub struct ExportReport {
+    /// Where the CSV went; `None`: it is the text output.
+    pub file: Option<String>,
+    pub entries: u64,
+    #[serde(skip)]
+    csv: String,
+}
+
+pub const EXPORT_COLUMNS: [&str; 7] = [
+    "email",
+    "kind",
+    "reason",
+    "diagnostic",
+    "source_run",
+    "events",
+    "since",
+];
+
+pub async fn export(
+    store: &dyn SuppressionList,
+    kind: Option<SuppressionKind>,
+    out: Option<&Path>,
+) -> Result<ExportReport, CliError> {
+    let listed = list(store, kind).await?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let csv_error = |err: csv::Error| CliError::new(format!("cannot write the CSV: {err}"));
+    writer.write_record(EXPORT_COLUMNS).map_err(csv_error)?;
+    for s in &listed.suppressions {
+        writer
+            .write_record([
+                s.email.as_str(),
+                s.kind.as_str(),
+                &s.reason,
+                s.diagnostic.as_deref().unwrap_or_default(),
+                s.source_run.as_deref().unwrap_or_default(),
+                &s.count.to_string(),
+                &since(s.at),
+            ])
+            .map_err(csv_error)?;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|err| CliError::new(format!("cannot write the CSV: {err}")))?;
+    let csv = String::from_utf8(bytes)
+        .map_err(|err| CliError::new(format!("the CSV is not UTF-8: {err}")))?;
+    if let Some(path) = out {
+        std::fs::write(path, &csv).map_err(|err| {
+            CliError::new(format!("cannot write '{}': {err}", path.display()))
+                .hint("check that the folder exists and is writable")
+        })?;
+    }
+    Ok(ExportReport {
+        file: out.map(|p| p.display().to_string()),
+        entries: listed.suppressions.len() as u64,
+        csv,
+    })
+}
+
+impl Report for ExportReport {
+    fn text(&self) -> String {
+        match &self.file {
+            Some(file) => format!(
+                "Exported {} to {file}",
+                plural(self.entries, "entry", "entries")
+            ),
+            None => self.csv.trim_end().to_owned(),
+        }
     }
 
     fn json(&self) -> serde_json::Value {
@@ -340,6 +523,7 @@ mod tests {
 
     use chrono::TimeZone;
     use hikyaku_core::fakes::FakeSuppressions;
+    use hikyaku_core::ports::AutomaticSuppression;
 
     use super::*;
 
@@ -351,18 +535,26 @@ mod tests {
         EmailAddress::parse(s).unwrap()
     }
 
-    #[tokio::test]
-    async fn add_records_manual_entries_and_keeps_existing_ones() {
-        let store = FakeSuppressions::default();
+    async fn bounced(store: &FakeSuppressions, address: &str) {
         store
-            .add(&Suppression {
-                email: email("b@example.com"),
-                reason: "hard bounce".into(),
-                source: "bounce".into(),
-                at: now(),
-            })
+            .suppress(
+                &AutomaticSuppression {
+                    email: email(address),
+                    reason: "hard bounce".into(),
+                    diagnostic: Some("Permanent/General: smtp; 550 user unknown".into()),
+                    run: None,
+                    at: now(),
+                },
+                "sns-1",
+            )
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn add_records_manual_entries_beside_automatic_ones() {
+        let store = FakeSuppressions::default();
+        bounced(&store, "b@example.com").await;
         let report = add(
             &store,
             &[
@@ -384,14 +576,14 @@ mod tests {
                 reason: "hard bounce".into()
             }]
         );
-        let entries = store.entries.lock().unwrap();
-        let a = &entries[&email("a@example.com")];
+        let a = store.address(&email("a@example.com")).manual.unwrap();
         assert_eq!(
             (a.source.as_str(), a.reason.as_str()),
             ("manual", "asked by phone")
         );
-        assert_eq!(entries[&email("b@example.com")].source, "bounce");
-        drop(entries);
+        // b keeps its bounce and gains a manual entry of its own.
+        let b = store.address(&email("b@example.com"));
+        assert!(b.automatic.is_some() && b.manual.is_some());
         let text = report.text();
         assert!(
             text.starts_with("Suppressed 1 address (manual: asked by phone)"),
@@ -425,7 +617,7 @@ mod tests {
             "{}",
             err.message
         );
-        assert!(store.entries.lock().unwrap().is_empty());
+        assert!(store.addresses.lock().unwrap().is_empty());
         let err = add(&store, &["a@example.com".into()], "  ", now())
             .await
             .unwrap_err();
@@ -468,7 +660,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn list_shows_every_entry_sorted() {
+    async fn remove_takes_one_kind_away_and_says_what_still_suppresses() {
+        let store = FakeSuppressions::default();
+        bounced(&store, "b@example.com").await;
+        add(
+            &store,
+            &["a@example.com".into(), "b@example.com".into()],
+            "asked",
+            now(),
+        )
+        .await
+        .unwrap();
+        let report = remove(
+            &store,
+            &[
+                "a@example.com".into(),
+                "b@example.com".into(),
+                "c@example.com".into(),
+            ],
+            SuppressionKind::Manual,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.removed,
+            [email("a@example.com"), email("b@example.com")]
+        );
+        assert_eq!(report.not_found, [email("c@example.com")]);
+        assert_eq!(report.still_suppressed.len(), 1);
+        assert_eq!(report.still_suppressed[0].reason, "hard bounce");
+        assert!(report.text().contains("b@example.com (hard bounce)"));
+
+        let report = remove(
+            &store,
+            &["b@example.com".into()],
+            SuppressionKind::Automatic,
+        )
+        .await
+        .unwrap();
+        assert!(report.still_suppressed.is_empty());
+        assert!(
+            store
+                .check(&[email("b@example.com")], None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let err = remove(
+            &store,
+            &["b@example.com".into()],
+            SuppressionKind::Unsubscribed,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.message.contains("unsubscribes"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn list_and_export_show_every_entry_with_its_kind() {
         let store = FakeSuppressions::default();
         add(
             &store,
@@ -478,18 +727,55 @@ mod tests {
         )
         .await
         .unwrap();
-        let report = list(&store).await.unwrap();
-        let emails: Vec<&str> = report
+        bounced(&store, "a@example.com").await;
+        let report = list(&store, None).await.unwrap();
+        let rows: Vec<(&str, SuppressionKind)> = report
             .suppressions
             .iter()
-            .map(|s| s.email.as_str())
+            .map(|s| (s.email.as_str(), s.kind))
             .collect();
-        assert_eq!(emails, ["a@example.com", "z@example.com"]);
+        assert_eq!(
+            rows,
+            [
+                ("a@example.com", SuppressionKind::Manual),
+                ("a@example.com", SuppressionKind::Automatic),
+                ("z@example.com", SuppressionKind::Manual)
+            ]
+        );
         let text = report.text();
-        assert!(text.contains("2 addresses suppressed (2 manual)"), "{text}");
+        assert!(
+            text.contains("2 addresses suppressed (2 manual, 1 automatic, 0 unsubscribed entries)"),
+            "{text}"
+        );
         assert!(text.contains("2026-01-02T03:04:05Z"), "{text}");
-        assert_eq!(report.json()["suppressions"][0]["source"], "manual");
-        let empty = list(&FakeSuppressions::default()).await.unwrap();
+        assert_eq!(report.json()["suppressions"][1]["kind"], "automatic");
+        let automatic = list(&store, Some(SuppressionKind::Automatic))
+            .await
+            .unwrap();
+        assert_eq!(automatic.suppressions.len(), 1);
+
+        let exported = export(&store, None, None).await.unwrap();
+        let csv = exported.text();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("email,kind,reason,diagnostic,source_run,events,since")
+        );
+        assert_eq!(
+            lines.nth(1),
+            Some(
+                "a@example.com,automatic,hard bounce,Permanent/General: smtp; 550 user unknown,,1,2026-01-02T03:04:05Z"
+            )
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let written = export(&store, None, Some(&path)).await.unwrap();
+        assert_eq!(
+            written.text(),
+            format!("Exported 3 entries to {}", path.display())
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
+        let empty = list(&FakeSuppressions::default(), None).await.unwrap();
         assert_eq!(empty.text(), "No address is suppressed.");
     }
 }
