@@ -74,7 +74,9 @@ build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bo
 		--lambda-dir $(LAMBDA_DIR) $(addprefix --package ,$(LAMBDA_PACKAGES))
 
 # ---------------------------------------------------------------------------------------------
-# Local stack: moto, the SES v2 emulator, the SES fault proxy, cargo lambda watch, the SQS pump
+# Local stack: moto, the SES v2 emulator, the SES proxy (faults, mailbox simulator events),
+# cargo lambda watch, the Lambda proxy, the SNS pump (feedback topic -> hikyaku-feedback) and
+# the SQS pump (send queue -> hikyaku-sender).
 # Everything binds to loopback; pid files and logs live in the git-ignored .local/.
 # ---------------------------------------------------------------------------------------------
 LOCAL_DIR := .local
@@ -90,6 +92,10 @@ STARTUP_TIMEOUT ?= 120
 PUMP ?= 1
 PUMP_FUNCTION ?= hikyaku-sender
 PUMP_ARGS ?=
+# The SNS pump always runs (also with PUMP=0): SES events reach the feedback function only
+# through it.
+SNS_PUMP_FUNCTION ?= hikyaku-feedback
+SNS_PUMP_ARGS ?=
 SES_PROXY_ARGS ?=
 LAMBDA_PROXY_ARGS ?=
 # Instances per function under cargo lambda watch (the pump's 2 batches, twice with
@@ -119,7 +125,7 @@ LOCAL_AWS_ENV := AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCES
 export HIKYAKU_LOCAL_DIR := $(CURDIR)/$(LOCAL_DIR)
 
 .PHONY: local-up
-local-up: local-lambda-proxy $(if $(filter 1,$(PUMP)),local-pump) ## Start the local stack (PUMP=0: without the pump)
+local-up: local-sns-pump $(if $(filter 1,$(PUMP)),local-pump) ## Start the local stack (PUMP=0: without the SQS pump)
 	@echo "==> local stack is up; environment in $(STACK_ENV), logs in $(LOCAL_DIR)/logs/"
 	@echo "    SES inbox $(SES_URL)/  SES proxy $(SES_PROXY_URL)  Lambda $(LAMBDA_PROXY_URL) (watch $(LAMBDA_URL))"
 
@@ -148,20 +154,24 @@ local-ses: $(NODE_STAMP)
 		--host $(LOCAL_HOST) --port $(SES_PORT)
 	@$(STACK) wait-http ses $(SES_URL)/health-check $(STARTUP_TIMEOUT)
 
-.PHONY: local-ses-proxy
-local-ses-proxy: local-ses local-build
-	@$(STACK) ensure-free ses-proxy $(SES_PROXY_URL)/_hikyaku/health
-	@$(STACK) start ses-proxy -- $(HIKYAKU_LOCAL) ses-proxy \
-		--listen $(LOCAL_HOST):$(SES_PROXY_PORT) --upstream $(SES_URL) $(SES_PROXY_ARGS)
-	@$(STACK) wait-http ses-proxy $(SES_PROXY_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
-
+# Setup only writes the proxies' URLs into the env file; it needs moto, not the proxies. It runs
+# first because the SES proxy publishes to the feedback topic it creates.
 .PHONY: local-setup
-local-setup: local-build local-moto local-ses-proxy ## Create tables, queues and topic on moto; write .local/stack.env
+local-setup: local-build local-moto ## Create tables, queues, topic and feedback tap on moto; write .local/stack.env
 	@$(LOCAL_AWS_ENV) $(HIKYAKU_LOCAL) setup --env-file $(STACK_ENV) \
 		--sesv2-endpoint $(SES_PROXY_URL) --lambda-endpoint $(LAMBDA_PROXY_URL) $(SETUP_ARGS)
 
+# The stack env gives the proxy moto's endpoint and HIKYAKU_FEEDBACK_TOPIC_ARN, which turns on
+# the mailbox simulator's SES events.
+.PHONY: local-ses-proxy
+local-ses-proxy: local-ses local-setup
+	@$(STACK) ensure-free ses-proxy $(SES_PROXY_URL)/_hikyaku/health
+	@$(STACK) start-with-env ses-proxy $(STACK_ENV) -- $(HIKYAKU_LOCAL) ses-proxy \
+		--listen $(LOCAL_HOST):$(SES_PROXY_PORT) --upstream $(SES_URL) $(SES_PROXY_ARGS)
+	@$(STACK) wait-http ses-proxy $(SES_PROXY_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
+
 .PHONY: local-watch
-local-watch: local-setup $(VENV_STAMP)
+local-watch: local-ses-proxy $(VENV_STAMP)
 	@$(STACK) ensure-free lambda-watch $(LAMBDA_URL)/
 	@$(STACK) start lambda-watch -- $(CARGO_LAMBDA) lambda watch \
 		--invoke-address $(LOCAL_HOST) --invoke-port $(LAMBDA_PORT) \
@@ -177,6 +187,13 @@ local-lambda-proxy: local-watch
 	@$(STACK) start lambda-proxy -- $(HIKYAKU_LOCAL) lambda-proxy \
 		--listen $(LOCAL_HOST):$(LAMBDA_PROXY_PORT) --upstream $(LAMBDA_URL) $(LAMBDA_PROXY_ARGS)
 	@$(STACK) wait-http lambda-proxy $(LAMBDA_PROXY_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
+
+# SNS's delivery of the feedback topic to its function, from the tap queue setup subscribed.
+.PHONY: local-sns-pump
+local-sns-pump: local-lambda-proxy ## Start the SNS -> feedback pump (SES events to hikyaku-feedback)
+	@$(STACK) start-with-env sns-pump $(STACK_ENV) -- $(HIKYAKU_LOCAL) sns-pump \
+		--function $(SNS_PUMP_FUNCTION) $(SNS_PUMP_ARGS)
+	@$(STACK) wait-alive sns-pump 2
 
 .PHONY: local-pump
 local-pump: local-lambda-proxy ## Start the SQS -> sender pump (the event source mapping)

@@ -3,8 +3,11 @@
 //! - [`setup`] creates the tables, queues and topic on the moto server and writes the stack's
 //!   environment file.
 //! - [`pump`] plays the SQS → Lambda event source mapping.
-//! - [`ses_proxy`] sits in front of the SES v2 emulator: it records what the emulator drops and
-//!   injects the SES errors a test asks for.
+//! - [`sns_pump`] plays SNS → Lambda delivery of the feedback topic, from an SQS queue
+//!   subscribed to it.
+//! - [`ses_proxy`] sits in front of the SES v2 emulator: it records what the emulator drops,
+//!   injects the SES errors a test asks for, and publishes the SES events of every accepted send
+//!   to the feedback topic as the mailbox simulator addresses decide them.
 //! - [`lambda_proxy`] sits in front of `cargo lambda watch` and gives its Invoke API AWS's
 //!   semantics (asynchronous `Event` invocations, function errors).
 //!
@@ -12,9 +15,11 @@
 //! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_LAMBDA`, ...); nothing is specific to a local build.
 
 pub mod env_file;
+mod event_source;
 mod forward;
 pub mod lambda_proxy;
 pub mod pump;
 pub mod server;
 pub mod ses_proxy;
 pub mod setup;
+pub mod sns_pump;

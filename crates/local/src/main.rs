@@ -10,8 +10,9 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use clap::{Args, Parser, Subcommand};
 use hikyaku_local::lambda_proxy::{LambdaProxy, LambdaProxyConfig};
 use hikyaku_local::pump::{DuplicateDelivery, Pump, PumpConfig};
-use hikyaku_local::ses_proxy::{Faults, SesProxy, SesProxyConfig};
+use hikyaku_local::ses_proxy::{Faults, MailboxSimulator, SesProxy, SesProxyConfig};
 use hikyaku_local::setup::{self, LocalEndpoints, SetupOptions};
+use hikyaku_local::sns_pump::{SnsPump, SnsPumpConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -31,6 +32,9 @@ enum Command {
     Setup(SetupArgs),
     /// Feed the send queue to a function, as the SQS event source mapping does.
     Pump(PumpArgs),
+    /// Deliver the feedback topic's notifications (from its tap queue) to a function, as an
+    /// SNS subscription does.
+    SnsPump(SnsPumpArgs),
     /// Serve the SES proxy in front of the SES v2 emulator.
     SesProxy(ProxyArgs),
     /// Serve the Lambda proxy in front of `cargo lambda watch` (async invokes, error shapes).
@@ -111,6 +115,34 @@ struct PumpArgs {
 }
 
 #[derive(Args)]
+struct SnsPumpArgs {
+    /// The queue subscribed to the feedback topic.
+    #[arg(long, env = "HIKYAKU_FEEDBACK_TAP_QUEUE_URL")]
+    queue_url: String,
+    /// Function to invoke.
+    #[arg(long, default_value = "hikyaku-feedback")]
+    function: String,
+    /// Invocations in flight at once.
+    #[arg(long, default_value_t = 4)]
+    max_concurrency: usize,
+    /// Retries of a failed invocation before the notification is dropped.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
+    /// Wait before the first retry; doubles per retry.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    retry_delay_ms: u64,
+    /// Long-poll wait per ReceiveMessage, in seconds (0-20).
+    #[arg(long, default_value_t = 1)]
+    receive_wait_secs: u64,
+    /// Exit after the queue has been empty (nothing visible, in flight or delayed) this long.
+    #[arg(long, value_name = "MS")]
+    stop_when_idle_ms: Option<u64>,
+    /// Give up on an invocation after this many seconds (it then counts as failed).
+    #[arg(long, default_value_t = 120)]
+    invoke_timeout_secs: u64,
+}
+
+#[derive(Args)]
 struct ProxyArgs {
     #[arg(long, default_value = "127.0.0.1:8006")]
     listen: SocketAddr,
@@ -129,6 +161,10 @@ struct ProxyArgs {
     /// Delay each SendEmail by this many milliseconds.
     #[arg(long, value_name = "MS")]
     delay_ms: Option<u64>,
+    /// Publish the SES events of every accepted SendEmail (mailbox simulator) to this SNS
+    /// topic; without it no events are published.
+    #[arg(long, env = "HIKYAKU_FEEDBACK_TOPIC_ARN", value_name = "ARN")]
+    feedback_topic_arn: Option<String>,
 }
 
 #[derive(Args)]
@@ -159,6 +195,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup(args) => run_setup(args).await,
         Command::Pump(args) => run_pump(args).await,
+        Command::SnsPump(args) => run_sns_pump(args).await,
         Command::SesProxy(args) => run_proxy(args).await,
         Command::LambdaProxy(args) => run_lambda_proxy(args).await,
     };
@@ -239,6 +276,21 @@ async fn run_pump(args: PumpArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+async fn run_sns_pump(args: SnsPumpArgs) -> Result<(), BoxError> {
+    let sdk = sdk_config().await;
+    let mut config = SnsPumpConfig::new(args.queue_url, args.function);
+    config.max_concurrency = args.max_concurrency;
+    config.retries = args.retries;
+    config.retry_delay = Duration::from_millis(args.retry_delay_ms);
+    config.receive_wait = Duration::from_secs(args.receive_wait_secs);
+    config.stop_when_idle = args.stop_when_idle_ms.map(Duration::from_millis);
+    config.invoke_timeout = Duration::from_secs(args.invoke_timeout_secs);
+    let pump = SnsPump::new(&sdk, config)?;
+    let stats = pump.run_until(shutdown_signal()).await?;
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(())
+}
+
 async fn run_proxy(args: ProxyArgs) -> Result<(), BoxError> {
     let config = SesProxyConfig {
         upstream: args.upstream,
@@ -249,7 +301,17 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), BoxError> {
             delay_ms: args.delay_ms,
         },
     };
-    let proxy = SesProxy::new(config)?;
+    let simulator = match args.feedback_topic_arn.filter(|arn| !arn.is_empty()) {
+        Some(topic_arn) => {
+            tracing::info!(topic = %topic_arn, "mailbox simulator publishes SES events");
+            Some(MailboxSimulator::new(&sdk_config().await, topic_arn))
+        }
+        None => {
+            tracing::info!("no feedback topic: the mailbox simulator is off");
+            None
+        }
+    };
+    let proxy = SesProxy::with_simulator(config, simulator)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, "SES proxy listening");
     proxy.serve(listener, shutdown_signal()).await?;
@@ -324,5 +386,27 @@ mod tests {
         };
         assert_eq!(args.duplicate_delivery, Some(DuplicateDelivery::Concurrent));
         assert_eq!(args.stop_when_idle_ms, Some(500));
+
+        let cli = Cli::try_parse_from(["hikyaku-local", "sns-pump", "--queue-url", "tap"]).unwrap();
+        let Command::SnsPump(args) = cli.command else {
+            panic!("not sns-pump")
+        };
+        assert_eq!(args.function, "hikyaku-feedback");
+        assert_eq!((args.max_concurrency, args.retries), (4, 2));
+
+        let cli = Cli::try_parse_from([
+            "hikyaku-local",
+            "ses-proxy",
+            "--feedback-topic-arn",
+            "arn:aws:sns:us-east-1:123456789012:t",
+        ])
+        .unwrap();
+        let Command::SesProxy(args) = cli.command else {
+            panic!("not ses-proxy")
+        };
+        assert_eq!(
+            args.feedback_topic_arn.as_deref(),
+            Some("arn:aws:sns:us-east-1:123456789012:t")
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Creates the stack's resources on the emulators, idempotently.
 //!
 //! The shapes mirror what `infra/` deploys: on-demand DynamoDB tables, the send queue with its
-//! dead-letter queue, and the feedback topic.
+//! dead-letter queue, and the feedback topic. One resource is local-only: the feedback tap, an
+//! SQS queue subscribed to the feedback topic, from which `hikyaku-local sns-pump` plays SNS's
+//! delivery to the feedback function (moto cannot invoke a function it does not run).
 
 use std::path::Path;
 
@@ -48,7 +50,13 @@ pub struct StackResources {
     pub send_dlq_url: String,
     pub send_dlq_arn: String,
     pub feedback_topic_arn: String,
+    /// The local-only queue subscribed to the feedback topic (SNS envelopes, not raw messages).
+    pub feedback_tap_queue_url: String,
 }
+
+/// Visibility timeout of the feedback tap: longer than the SNS pump's three attempts at its
+/// default invoke timeout, so a message is not received again while it is being delivered.
+const FEEDBACK_TAP_VISIBILITY_SECS: u32 = 600;
 
 /// Where the functions find the emulators; written to the environment file next to the
 /// resource names.
@@ -222,6 +230,8 @@ pub async fn ensure_stack(
             resource: topic_name,
             field: "TopicArn",
         })?;
+    let feedback_tap_queue_url =
+        ensure_feedback_tap(&sqs, &sns, &name("feedback-tap"), &feedback_topic_arn).await?;
 
     Ok(StackResources {
         contacts_table: name("contacts"),
@@ -234,11 +244,66 @@ pub async fn ensure_stack(
         send_dlq_url,
         send_dlq_arn,
         feedback_topic_arn,
+        feedback_tap_queue_url,
     })
 }
 
+/// The tap queue, allowed to receive from the topic and subscribed to it. Subscribe is
+/// idempotent for the same topic and endpoint, on SNS and on moto.
+async fn ensure_feedback_tap(
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    queue_name: &str,
+    topic_arn: &str,
+) -> Result<String, SetupError> {
+    let url = create_queue(sqs, queue_name).await?;
+    let arn = queue_arn(sqs, &url).await?;
+    // What SNS needs on AWS; moto does not check it, but the tap is built as it would be.
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": { "Service": "sns.amazonaws.com" },
+            "Action": "sqs:SendMessage",
+            "Resource": arn,
+            "Condition": { "ArnEquals": { "aws:SourceArn": topic_arn } },
+        }],
+    });
+    set_queue_attributes(
+        sqs,
+        &url,
+        &[
+            (
+                QueueAttributeName::VisibilityTimeout,
+                FEEDBACK_TAP_VISIBILITY_SECS.to_string(),
+            ),
+            (QueueAttributeName::Policy, policy.to_string()),
+        ],
+    )
+    .await?;
+    // No RawMessageDelivery attribute: the default (off) wraps each message in the SNS
+    // envelope, which the pump turns into the Lambda SNS event. (moto reads any value of that
+    // attribute given at subscribe time, even "false", as on.)
+    let subscription = sns
+        .subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(&arn)
+        .return_subscription_arn(true)
+        .send()
+        .await
+        .map_err(|e| aws_err("Subscribe", queue_name, e))?;
+    tracing::info!(
+        queue = queue_name,
+        subscription = subscription.subscription_arn().unwrap_or_default(),
+        "feedback tap subscribed"
+    );
+    Ok(url)
+}
+
 impl StackResources {
-    /// The `HIKYAKU_*` variables the functions and the CLI read.
+    /// The `HIKYAKU_*` variables the functions and the CLI read, and the local stack's own
+    /// (`HIKYAKU_FEEDBACK_TAP_QUEUE_URL`, read by `hikyaku-local sns-pump`).
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         vec![
             ("HIKYAKU_CONTACTS_TABLE", self.contacts_table.clone()),
@@ -254,6 +319,10 @@ impl StackResources {
             (
                 "HIKYAKU_FEEDBACK_TOPIC_ARN",
                 self.feedback_topic_arn.clone(),
+            ),
+            (
+                "HIKYAKU_FEEDBACK_TAP_QUEUE_URL",
+                self.feedback_tap_queue_url.clone(),
             ),
         ]
     }
@@ -282,6 +351,7 @@ impl StackResources {
             send_queue_url,
             send_dlq_url,
             feedback_topic_arn: get("HIKYAKU_FEEDBACK_TOPIC_ARN")?,
+            feedback_tap_queue_url: get("HIKYAKU_FEEDBACK_TAP_QUEUE_URL")?,
         })
     }
 }
@@ -543,6 +613,7 @@ mod tests {
             send_dlq_url: "http://127.0.0.1:5000/123456789012/p-send-dlq".into(),
             send_dlq_arn: "arn:aws:sqs:us-east-1:123456789012:p-send-dlq".into(),
             feedback_topic_arn: "arn:aws:sns:us-east-1:123456789012:p-feedback".into(),
+            feedback_tap_queue_url: "http://127.0.0.1:5000/123456789012/p-feedback-tap".into(),
         }
     }
 
@@ -557,6 +628,7 @@ mod tests {
             "HIKYAKU_DELIVERIES_TABLE=p-deliveries",
             "HIKYAKU_SEND_DLQ_URL=http://127.0.0.1:5000/123456789012/p-send-dlq",
             "HIKYAKU_FEEDBACK_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:p-feedback",
+            "HIKYAKU_FEEDBACK_TAP_QUEUE_URL=http://127.0.0.1:5000/123456789012/p-feedback-tap",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -1,6 +1,7 @@
 //! Against the running local stack (`make local-up PUMP=0`): resource setup on moto, the pump's
-//! event source mapping semantics on moto's SQS, and the SES proxy in front of the real SES v2
-//! emulator. The Lambda side of the pump is an in-process stand-in for the Invoke API, so these
+//! event source mapping semantics on moto's SQS, the SNS pump's delivery from moto's SNS, and
+//! the SES proxy in front of the real SES v2 emulator with the SES events its mailbox simulator
+//! publishes. The Lambda side of the pumps is an in-process stand-in for the Invoke API, so these
 //! tests do not depend on the functions' code.
 //!
 //! Run with `cargo test -p hikyaku-local --test local_stack -- --ignored`.
@@ -19,6 +20,7 @@ use hikyaku_local::env_file;
 use hikyaku_local::pump::{DuplicateDelivery, Pump, PumpConfig, PumpStats};
 use hikyaku_local::ses_proxy::SesProxyClient;
 use hikyaku_local::setup::{SetupOptions, StackResources, ensure_stack};
+use hikyaku_local::sns_pump::{SnsPump, SnsPumpConfig};
 use serde_json::{Value, json};
 
 const NEEDS_STACK: &str = "needs the local stack: make local-up PUMP=0";
@@ -99,6 +101,31 @@ fn pump(sdk: &SdkConfig, lambda_url: &str, config: PumpConfig) -> Pump {
         config,
     )
     .unwrap()
+}
+
+fn sns_pump(sdk: &SdkConfig, lambda_url: &str, config: SnsPumpConfig) -> SnsPump {
+    let lambda = aws_sdk_lambda::config::Builder::from(sdk)
+        .endpoint_url(lambda_url)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    SnsPump::from_clients(
+        aws_sdk_sqs::Client::new(sdk),
+        aws_sdk_lambda::Client::from_conf(lambda),
+        config,
+    )
+    .unwrap()
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone()
 }
 
 async fn send_bodies(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String]) {
@@ -422,4 +449,273 @@ async fn ses_proxy_forwards_to_the_emulator_and_records_what_it_drops() {
         recorded.configuration_set_name.as_deref(),
         Some("hikyaku-local")
     );
+}
+
+fn ses_client(sdk: &SdkConfig, endpoint: &str) -> aws_sdk_sesv2::Client {
+    let config = aws_sdk_sesv2::config::Builder::from(sdk)
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sesv2::Client::from_conf(config)
+}
+
+/// Sends one message to `to` with hikyaku's tags and a configuration set; returns its id.
+async fn send_tagged(ses: &aws_sdk_sesv2::Client, to: &str, campaign: &str, run: &str) -> String {
+    use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
+    let text = |data: &str| Content::builder().data(data).build().unwrap();
+    let tag = |name: &str, value: &str| {
+        MessageTag::builder()
+            .name(name)
+            .value(value)
+            .build()
+            .unwrap()
+    };
+    ses.send_email()
+        .from_email_address("News <news@example.test>")
+        .destination(Destination::builder().to_addresses(to).build())
+        .content(
+            EmailContent::builder()
+                .simple(
+                    Message::builder()
+                        .subject(text("Events check"))
+                        .body(Body::builder().text(text("hello")).build())
+                        .build(),
+                )
+                .build(),
+        )
+        .configuration_set_name("hikyaku-local")
+        .email_tags(tag("hikyaku-campaign", campaign))
+        .email_tags(tag("hikyaku-run", run))
+        .send()
+        .await
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make local-up PUMP=0"]
+async fn accepted_sends_publish_ses_events_to_the_feedback_topic() {
+    let env = stack_env();
+    let sdk = sdk(&env).await;
+    let stack = StackResources::from_env_map(&env).unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sns = aws_sdk_sns::Client::new(&sdk);
+
+    // The stack's SNS pump drains the feedback tap; this test listens on a queue of its own,
+    // subscribed the same way (SNS envelopes, not raw messages).
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique_prefix("events"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let subscription_arn = sns
+        .subscribe()
+        .topic_arn(&stack.feedback_topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn(&sqs, &queue_url).await)
+        .return_subscription_arn(true)
+        .send()
+        .await
+        .unwrap()
+        .subscription_arn
+        .unwrap();
+
+    let proxy_url = env["AWS_ENDPOINT_URL_SESV2"].clone();
+    let ses = ses_client(&sdk, &proxy_url);
+    let campaign = unique_prefix("campaign");
+    let run = unique_prefix("run");
+    let reader = format!("{}@example.test", unique_prefix("reader"));
+    let bounced_id = send_tagged(&ses, "bounce@simulator.amazonses.com", &campaign, &run).await;
+    let delivered_id = send_tagged(&ses, &reader, &campaign, &run).await;
+
+    // Message id → the events received for it, each with its SNS envelope.
+    let mut events: BTreeMap<String, Vec<(Value, Value)>> = BTreeMap::new();
+    let complete = |events: &BTreeMap<String, Vec<(Value, Value)>>| {
+        [&bounced_id, &delivered_id]
+            .iter()
+            .all(|id| events.get(*id).is_some_and(|e| e.len() >= 2))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !complete(&events) && std::time::Instant::now() < deadline {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in out.messages() {
+            let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            let event: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+            let id = event["mail"]["messageId"].as_str().unwrap().to_owned();
+            events.entry(id).or_default().push((envelope, event));
+            sqs.delete_message()
+                .queue_url(&queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    sns.unsubscribe()
+        .subscription_arn(&subscription_arn)
+        .send()
+        .await
+        .unwrap();
+    sqs.delete_queue()
+        .queue_url(&queue_url)
+        .send()
+        .await
+        .unwrap();
+
+    let types = |id: &str| -> Vec<String> {
+        let mut types: Vec<String> = events
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|(_, event)| event["eventType"].as_str().unwrap().to_owned())
+            .collect();
+        types.sort();
+        types
+    };
+    assert_eq!(types(&bounced_id), ["Bounce", "Send"], "{events:#?}");
+    assert_eq!(types(&delivered_id), ["Delivery", "Send"], "{events:#?}");
+
+    for (id, to) in [
+        (&bounced_id, "bounce@simulator.amazonses.com"),
+        (&delivered_id, reader.as_str()),
+    ] {
+        for (envelope, event) in &events[id] {
+            // The SNS envelope moto writes without raw message delivery.
+            assert_eq!(envelope["Type"], "Notification");
+            assert_eq!(envelope["TopicArn"], json!(stack.feedback_topic_arn));
+            for field in [
+                "MessageId",
+                "Timestamp",
+                "SignatureVersion",
+                "Signature",
+                "SigningCertURL",
+                "UnsubscribeURL",
+            ] {
+                assert!(envelope[field].is_string(), "envelope lacks {field}");
+            }
+            let mail = &event["mail"];
+            assert_eq!(mail["destination"], json!([to]));
+            assert_eq!(mail["source"], "News <news@example.test>");
+            assert_eq!(mail["commonHeaders"]["subject"], "Events check");
+            let tags = &mail["tags"];
+            assert_eq!(tags["hikyaku-campaign"], json!([campaign]));
+            assert_eq!(tags["hikyaku-run"], json!([run]));
+            assert_eq!(tags["ses:configuration-set"], json!(["hikyaku-local"]));
+            assert_eq!(tags["ses:operation"], json!(["SendEmail"]));
+            assert_eq!(tags["ses:from-domain"], json!(["example.test"]));
+        }
+    }
+    let bounce = events[&bounced_id]
+        .iter()
+        .map(|(_, event)| event)
+        .find(|event| event["eventType"] == "Bounce")
+        .unwrap();
+    assert_eq!(bounce["bounce"]["bounceType"], "Permanent");
+    assert_eq!(
+        bounce["bounce"]["bouncedRecipients"][0]["emailAddress"],
+        "bounce@simulator.amazonses.com"
+    );
+    let delivery = events[&delivered_id]
+        .iter()
+        .map(|(_, event)| event)
+        .find(|event| event["eventType"] == "Delivery")
+        .unwrap();
+    assert_eq!(delivery["delivery"]["recipients"], json!([reader]));
+
+    let counters = SesProxyClient::new(&proxy_url).counters().await.unwrap();
+    assert!(counters.events_published >= 4, "{counters:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: make local-up PUMP=0"]
+async fn sns_pump_delivers_each_notification_and_retries_failures_twice() {
+    let env = stack_env();
+    let sdk = sdk(&env).await;
+    // A fresh topic with its own tap, which the stack's SNS pump does not read.
+    let stack = fresh_stack(&sdk, "snspump").await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    for case in ["ok", "flaky", "broken"] {
+        sns.publish()
+            .topic_arn(&stack.feedback_topic_arn)
+            .message(json!({ "case": case }).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    send_bodies(
+        &sqs,
+        &stack.feedback_tap_queue_url,
+        &["not an SNS envelope".to_owned()],
+    )
+    .await;
+
+    // ok succeeds at once, flaky on its third attempt, broken never.
+    let attempts: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let counted = Arc::clone(&attempts);
+    let (lambda_url, received) = fake_lambda(Arc::new(move |event: &Value| {
+        let message: Value =
+            serde_json::from_str(event["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+        let case = message["case"].as_str().unwrap().to_owned();
+        let mut attempts = counted.lock().unwrap();
+        let n = attempts.entry(case.clone()).or_default();
+        *n += 1;
+        let fails = case == "broken" || (case == "flaky" && *n < 3);
+        if fails {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "errorType": "Crash", "errorMessage": "boom" }),
+            )
+        } else {
+            (StatusCode::OK, Value::Null)
+        }
+    }))
+    .await;
+    let mut config = SnsPumpConfig::new(&stack.feedback_tap_queue_url, "hikyaku-feedback");
+    config.retry_delay = Duration::from_millis(50);
+    config.stop_when_idle = Some(Duration::from_millis(1500));
+    config.subscription_id = "test-subscription".to_owned();
+    let stats = sns_pump(&sdk, &lambda_url, config).run().await.unwrap();
+
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        BTreeMap::from([
+            ("broken".to_owned(), 3),
+            ("flaky".to_owned(), 3),
+            ("ok".to_owned(), 1)
+        ])
+    );
+    for event in received.lock().unwrap().iter() {
+        let parsed: aws_lambda_events::event::sns::SnsEvent =
+            serde_json::from_value(event.clone()).unwrap();
+        assert_eq!(parsed.records.len(), 1);
+        let record = &parsed.records[0];
+        assert_eq!(record.event_source, "aws:sns");
+        assert_eq!(
+            record.event_subscription_arn,
+            format!("{}:test-subscription", stack.feedback_topic_arn)
+        );
+        assert_eq!(record.sns.topic_arn, stack.feedback_topic_arn);
+        assert_eq!(record.sns.sns_message_type, "Notification");
+    }
+    assert_eq!(stats.messages_received, 4, "{stats:?}");
+    assert_eq!(stats.invocations, 7, "{stats:?}");
+    assert_eq!(stats.delivered, 2, "{stats:?}");
+    assert_eq!(stats.retries, 4, "{stats:?}");
+    assert_eq!(stats.function_errors, 5, "{stats:?}");
+    assert_eq!(stats.dropped, 1, "{stats:?}");
+    assert_eq!(stats.invalid_envelopes, 1, "{stats:?}");
+    assert_eq!(stats.messages_deleted, 4, "{stats:?}");
+    assert!(drain(&sqs, &stack.feedback_tap_queue_url).await.is_empty());
 }

@@ -28,9 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_config::retry::RetryConfig;
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
@@ -39,6 +36,8 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use crate::event_source::{self, Invocation};
 
 pub use event::{MessageAttribute, ReceivedMessage, sqs_event};
 pub use response::{BatchOutcome, interpret};
@@ -200,27 +199,14 @@ struct Inner {
     stats: Mutex<PumpStats>,
 }
 
-/// How one invocation ended, before the batch response is read.
-enum Invocation {
-    Returned(Vec<u8>),
-    FunctionError(String),
-    InvokeError(String),
-}
-
 impl Pump {
     /// Builds the SQS and Lambda clients from `sdk`. The Lambda client does not retry: a retried
     /// invoke would be a delivery AWS does not make.
     pub fn new(sdk: &SdkConfig, config: PumpConfig) -> Result<Self, PumpError> {
-        let lambda_config = aws_sdk_lambda::config::Builder::from(sdk)
-            .retry_config(RetryConfig::disabled())
-            .build();
-        let region = sdk
-            .region()
-            .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
         Self::from_clients(
             aws_sdk_sqs::Client::new(sdk),
-            aws_sdk_lambda::Client::from_conf(lambda_config),
-            region,
+            event_source::lambda_client(sdk),
+            event_source::region(sdk),
             config,
         )
     }
@@ -373,28 +359,11 @@ impl Pump {
 
     /// True when the queue holds no visible, in-flight or delayed message.
     async fn queue_is_empty(&self) -> bool {
-        let names = [
-            QueueAttributeName::ApproximateNumberOfMessages,
-            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
-        ];
-        let out = self
-            .inner
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&self.inner.config.queue_url)
-            .set_attribute_names(Some(names.to_vec()))
-            .send()
-            .await;
-        match out {
-            Ok(out) => names.iter().all(|name| {
-                out.attributes()
-                    .and_then(|a| a.get(name))
-                    .is_some_and(|v| v == "0")
-            }),
-            Err(e) => {
+        match event_source::queue_is_empty(&self.inner.sqs, &self.inner.config.queue_url).await {
+            Ok(empty) => empty,
+            Err(error) => {
                 self.count(|s| s.sqs_errors += 1);
-                tracing::warn!(error = %DisplayErrorContext(e), "GetQueueAttributes failed");
+                tracing::warn!(%error, "GetQueueAttributes failed");
                 false
             }
         }
@@ -536,49 +505,14 @@ impl Pump {
     }
 
     async fn call_function(&self, payload: &[u8]) -> Invocation {
-        let request = self
-            .inner
-            .lambda
-            .invoke()
-            .function_name(&self.inner.config.function_name)
-            .invocation_type(InvocationType::RequestResponse)
-            .payload(Blob::new(payload))
-            .send();
-        let timeout = self.inner.config.invoke_timeout;
-        let Ok(result) = tokio::time::timeout(timeout, request).await else {
-            return Invocation::InvokeError(format!("no answer within {timeout:?}"));
-        };
-        match result {
-            Ok(out) => {
-                let body = out
-                    .payload()
-                    .map(|b| b.as_ref().to_vec())
-                    .unwrap_or_default();
-                match out.function_error() {
-                    Some(kind) => Invocation::FunctionError(format!(
-                        "{kind}: {}",
-                        String::from_utf8_lossy(&body)
-                    )),
-                    None => Invocation::Returned(body),
-                }
-            }
-            Err(err) => {
-                // Without the Lambda proxy, `cargo lambda watch` answers a function error with
-                // HTTP 500 and the runtime's `{"errorType", "errorMessage"}` body instead of
-                // 200 + X-Amz-Function-Error.
-                if let Some(raw) = err.raw_response() {
-                    let body = raw.body().bytes().unwrap_or_default();
-                    let is_runtime_error = serde_json::from_slice::<serde_json::Value>(body)
-                        .is_ok_and(|v| v.get("errorType").is_some());
-                    if is_runtime_error {
-                        return Invocation::FunctionError(
-                            String::from_utf8_lossy(body).into_owned(),
-                        );
-                    }
-                }
-                Invocation::InvokeError(DisplayErrorContext(err).to_string())
-            }
-        }
+        let config = &self.inner.config;
+        event_source::invoke(
+            &self.inner.lambda,
+            &config.function_name,
+            payload,
+            config.invoke_timeout,
+        )
+        .await
     }
 
     async fn delete(&self, receipts: &[&str]) {

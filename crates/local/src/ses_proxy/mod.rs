@@ -5,11 +5,17 @@
 //!   time through `POST /_hikyaku/faults` (JSON [`Faults`]) and `DELETE /_hikyaku/faults`;
 //! - every SendEmail the emulator accepts is recorded with the fields the emulator drops
 //!   (configuration set, tags, list management options), listed at `GET /_hikyaku/sends`;
-//!   `POST /_hikyaku/reset` clears the records and counters (not the faults).
+//!   `POST /_hikyaku/reset` clears the records and counters (not the faults);
+//! - with a [`MailboxSimulator`], every accepted SendEmail also produces the SES events real SES
+//!   would publish for it (`Send`, then `Delivery`, `Bounce` or `Complaint` by the recipient's
+//!   [`mailbox::Mailbox`]), published to the SNS feedback topic in the background so that the
+//!   SendEmail answer does not wait for them.
 //!
 //! `GET /_hikyaku/stats` returns the [`ProxyCounters`], `GET /_hikyaku/health` answers `ok`.
 
 pub mod faults;
+pub mod mailbox;
+mod simulator;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,11 +29,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 pub use faults::{Faults, InjectedFault};
+pub use simulator::{MailboxSimulator, Published};
 
 /// SES v2 SendEmail: `POST /v2/email/outbound-emails`.
 pub const SEND_EMAIL_PATH: &str = "/v2/email/outbound-emails";
@@ -118,6 +126,15 @@ pub struct ProxyCounters {
     pub forwarded: u64,
     /// Requests the emulator could not be reached for (answered 502).
     pub upstream_errors: u64,
+    /// SES events the mailbox simulator published to the feedback topic.
+    #[serde(default)]
+    pub events_published: u64,
+    /// SES events whose Publish failed (logged, then dropped).
+    #[serde(default)]
+    pub event_publish_failures: u64,
+    /// Accepted SendEmails whose body the simulator could not read (no events published).
+    #[serde(default)]
+    pub unreadable_sends: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +152,7 @@ pub struct SesProxy {
 
 struct Inner {
     forwarder: Forwarder,
+    simulator: Option<MailboxSimulator>,
     state: Mutex<ProxyState>,
 }
 
@@ -148,11 +166,21 @@ struct ProxyState {
 }
 
 impl SesProxy {
+    /// A proxy without the mailbox simulator: accepted sends produce no SES events.
     pub fn new(config: SesProxyConfig) -> Result<Self, SesProxyError> {
+        Self::with_simulator(config, None)
+    }
+
+    /// A proxy that hands every accepted SendEmail to `simulator` (when given).
+    pub fn with_simulator(
+        config: SesProxyConfig,
+        simulator: Option<MailboxSimulator>,
+    ) -> Result<Self, SesProxyError> {
         let forwarder = Forwarder::new(&config.upstream, Some(Duration::from_secs(60)))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 forwarder,
+                simulator,
                 state: Mutex::new(ProxyState {
                     faults: config.faults,
                     ..ProxyState::default()
@@ -209,6 +237,22 @@ impl SesProxy {
     /// [`Proxy::spawn`]).
     pub async fn spawn(&self, addr: impl ToSocketAddrs + Send) -> std::io::Result<RunningSesProxy> {
         Proxy::spawn(self, addr).await
+    }
+
+    /// Publishes the SES events of an accepted send in a background task; the counters tell
+    /// how it went.
+    fn simulate(&self, request: Value, message_id: String, sent_at: DateTime<Utc>) {
+        let Some(simulator) = self.inner.simulator.clone() else {
+            return;
+        };
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let outcome = simulator.publish(&request, &message_id, sent_at).await;
+            let mut state = proxy.lock();
+            state.counters.events_published += outcome.published;
+            state.counters.event_publish_failures += outcome.failed;
+            state.counters.unreadable_sends += u64::from(outcome.unreadable);
+        });
     }
 
     fn record_request(&self) -> (Faults, u64) {
@@ -325,10 +369,11 @@ async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
         }
     };
 
+    let mut accepted = None;
     {
         let mut state = proxy.lock();
         state.counters.forwarded += 1;
-        if let Some(request) = send_email.as_ref().filter(|_| answer.status.is_success()) {
+        if let Some(request) = send_email.filter(|_| answer.status.is_success()) {
             let message_id = serde_json::from_slice::<Value>(&answer.body)
                 .ok()
                 .and_then(|v| v.get("MessageId")?.as_str().map(str::to_owned))
@@ -336,8 +381,19 @@ async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
             state.counters.send_email_accepted += 1;
             state
                 .sends
-                .push(record(request, message_id, received_at_ms));
+                .push(record(&request, message_id.clone(), received_at_ms));
+            accepted = Some((request, message_id));
         }
+    }
+    match accepted {
+        // SES sends the message after it answered; the events follow the acceptance.
+        Some((request, message_id)) if !message_id.is_empty() => {
+            proxy.simulate(request, message_id, Utc::now());
+        }
+        Some(_) if proxy.inner.simulator.is_some() => {
+            tracing::warn!("the emulator accepted a SendEmail without a MessageId; no SES events");
+        }
+        _ => {}
     }
 
     answer.into_response()
