@@ -169,16 +169,29 @@ pub(crate) struct Update {
 }
 
 impl Update {
-    /// `#attribute` for an attribute name.
+    /// The placeholder of an attribute name: `#attribute` when the name is a plain word, else
+    /// `#n<i>` (placeholders allow only letters, digits and `_`); the same name always gets the
+    /// same placeholder.
     pub(crate) fn name(&mut self, attribute: &str) -> String {
-        let placeholder = format!("#{attribute}");
+        if let Some((placeholder, _)) = self.names.iter().find(|(_, name)| *name == attribute) {
+            return placeholder.clone();
+        }
+        let placeholder = if is_plain(attribute) {
+            format!("#{attribute}")
+        } else {
+            format!("#n{}", self.names.len())
+        };
         self.names.insert(placeholder.clone(), attribute.to_owned());
         placeholder
     }
 
-    /// `:placeholder` bound to `value`.
+    /// `:placeholder` bound to `value`; a placeholder that is not a plain word becomes `:v<i>`.
     pub(crate) fn value(&mut self, placeholder: &str, value: AttributeValue) -> String {
-        let placeholder = format!(":{placeholder}");
+        let placeholder = if is_plain(placeholder) {
+            format!(":{placeholder}")
+        } else {
+            format!(":v{}", self.values.len())
+        };
         self.values.insert(placeholder.clone(), value);
         placeholder
     }
@@ -245,6 +258,11 @@ impl Update {
     }
 }
 
+/// Letters, digits and `_` only: usable inside an expression placeholder as it is.
+fn is_plain(word: &str) -> bool {
+    !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// An [`Update`] taken apart for a request.
 struct Parts {
     expression: String,
@@ -277,6 +295,13 @@ mod tests {
         names.sort();
         assert_eq!(names, ["#cursor", "#lease_owner", "#opens", "#state"]);
         assert_eq!(parts.values.unwrap().len(), 3);
+        let mut odd = Update::default();
+        odd.set("unsub#hikyaku-news", s("2026-12-24T09:00:00Z"));
+        let again = odd.name("unsub#hikyaku-news");
+        let parts = odd.into_parts();
+        assert_eq!(parts.expression, "SET #n0 = :v0");
+        assert_eq!(again, "#n0");
+        assert_eq!(parts.names.unwrap()["#n0"], "unsub#hikyaku-news");
         let empty = Update::default().into_condition();
         assert!(empty.names.is_none() && empty.values.is_none());
     }
