@@ -86,6 +86,7 @@ SES_PORT ?= 8005
 SES_PROXY_PORT ?= 8006
 LAMBDA_PORT ?= 9000
 LAMBDA_PROXY_PORT ?= 9001
+SNS_PUMP_PORT ?= 8007
 # Seconds each service may take to answer its health check.
 STARTUP_TIMEOUT ?= 120
 # PUMP=0 brings the stack up without the SQS -> sender pump (integration tests run their own).
@@ -115,6 +116,7 @@ SES_URL := http://$(LOCAL_HOST):$(SES_PORT)
 SES_PROXY_URL := http://$(LOCAL_HOST):$(SES_PROXY_PORT)
 LAMBDA_URL := http://$(LOCAL_HOST):$(LAMBDA_PORT)
 LAMBDA_PROXY_URL := http://$(LOCAL_HOST):$(LAMBDA_PROXY_PORT)
+SNS_PUMP_URL := http://$(LOCAL_HOST):$(SNS_PUMP_PORT)
 
 HIKYAKU_LOCAL := $(CARGO_TARGET_DIR)/debug/hikyaku-local
 STACK := scripts/local-stack.sh
@@ -154,12 +156,14 @@ local-ses: $(NODE_STAMP)
 		--host $(LOCAL_HOST) --port $(SES_PORT)
 	@$(STACK) wait-http ses $(SES_URL)/health-check $(STARTUP_TIMEOUT)
 
-# Setup only writes the proxies' URLs into the env file; it needs moto, not the proxies. It runs
-# first because the SES proxy publishes to the feedback topic it creates.
+# Setup only writes the proxies' URLs into the env file and subscribes the SNS pump's URL to the
+# feedback topic; it needs moto, not the proxies. It runs first because the SES proxy publishes
+# to the topic it creates.
 .PHONY: local-setup
-local-setup: local-build local-moto ## Create tables, queues, topic and feedback tap on moto; write .local/stack.env
+local-setup: local-build local-moto ## Create tables, queues and topic on moto; write .local/stack.env
 	@$(LOCAL_AWS_ENV) $(HIKYAKU_LOCAL) setup --env-file $(STACK_ENV) \
-		--sesv2-endpoint $(SES_PROXY_URL) --lambda-endpoint $(LAMBDA_PROXY_URL) $(SETUP_ARGS)
+		--sesv2-endpoint $(SES_PROXY_URL) --lambda-endpoint $(LAMBDA_PROXY_URL) \
+		--feedback-endpoint $(SNS_PUMP_URL)/ $(SETUP_ARGS)
 
 # The stack env gives the proxy moto's endpoint and HIKYAKU_FEEDBACK_TOPIC_ARN, which turns on
 # the mailbox simulator's SES events.
@@ -188,12 +192,13 @@ local-lambda-proxy: local-watch
 		--listen $(LOCAL_HOST):$(LAMBDA_PROXY_PORT) --upstream $(LAMBDA_URL) $(LAMBDA_PROXY_ARGS)
 	@$(STACK) wait-http lambda-proxy $(LAMBDA_PROXY_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
 
-# SNS's delivery of the feedback topic to its function, from the tap queue setup subscribed.
+# SNS's delivery of the feedback topic to its function: the http endpoint setup subscribed.
 .PHONY: local-sns-pump
 local-sns-pump: local-lambda-proxy ## Start the SNS -> feedback pump (SES events to hikyaku-feedback)
+	@$(STACK) ensure-free sns-pump $(SNS_PUMP_URL)/_hikyaku/health
 	@$(STACK) start-with-env sns-pump $(STACK_ENV) -- $(HIKYAKU_LOCAL) sns-pump \
-		--function $(SNS_PUMP_FUNCTION) $(SNS_PUMP_ARGS)
-	@$(STACK) wait-alive sns-pump 2
+		--listen $(LOCAL_HOST):$(SNS_PUMP_PORT) --function $(SNS_PUMP_FUNCTION) $(SNS_PUMP_ARGS)
+	@$(STACK) wait-http sns-pump $(SNS_PUMP_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
 
 .PHONY: local-pump
 local-pump: local-lambda-proxy ## Start the SQS -> sender pump (the event source mapping)
@@ -229,7 +234,8 @@ test-integration: tools ## Integration tests against the local stack (started an
 	@status=0; \
 	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 SETUP_ARGS="$(TEST_FUNCTION_ENV)" || status=$$?; \
 	if [ $$status -eq 0 ]; then \
-		$(CARGO) test -p hikyaku-tests -- --test-threads=1 || status=$$?; \
+		HIKYAKU_SES_STORE_URL=$(SES_URL) HIKYAKU_SNS_PUMP_URL=$(SNS_PUMP_URL) LAMBDA_PORT=$(LAMBDA_PORT) \
+			$(CARGO) test -p hikyaku-tests -- --test-threads=1 || status=$$?; \
 	fi; \
 	if [ $$status -eq 0 ]; then \
 		$(CARGO) test -p hikyaku-local --test local_stack -- --ignored --test-threads=1 || status=$$?; \

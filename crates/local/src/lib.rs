@@ -3,7 +3,7 @@
 //! - [`setup`] creates the tables, queues and topic on the moto server and writes the stack's
 //!   environment file.
 //! - [`pump`] plays the SQS → Lambda event source mapping.
-//! - [`sns_pump`] plays SNS → Lambda delivery of the feedback topic, from an SQS queue
+//! - [`sns_pump`] plays SNS → Lambda delivery of the feedback topic, as the HTTP endpoint
 //!   subscribed to it.
 //! - [`ses_proxy`] sits in front of the SES v2 emulator: it records what the emulator drops,
 //!   injects the SES errors a test asks for, and publishes the SES events of every accepted send

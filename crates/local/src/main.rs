@@ -61,6 +61,9 @@ struct SetupArgs {
     /// Lambda endpoint the functions and the pump use (the Lambda proxy).
     #[arg(long, default_value = "http://127.0.0.1:9001")]
     lambda_endpoint: String,
+    /// The SNS pump's endpoint, subscribed to the feedback topic; empty: no subscription.
+    #[arg(long, default_value = "http://127.0.0.1:8007/")]
+    feedback_endpoint: String,
     /// Allow an endpoint that is not on loopback (or none: real AWS).
     #[arg(long)]
     allow_remote: bool,
@@ -116,9 +119,9 @@ struct PumpArgs {
 
 #[derive(Args)]
 struct SnsPumpArgs {
-    /// The queue subscribed to the feedback topic.
-    #[arg(long, env = "HIKYAKU_FEEDBACK_TAP_QUEUE_URL")]
-    queue_url: String,
+    /// Where the feedback topic's `http` subscription delivers (`setup --feedback-endpoint`).
+    #[arg(long, default_value = "127.0.0.1:8007")]
+    listen: SocketAddr,
     /// Function to invoke.
     #[arg(long, default_value = "hikyaku-feedback")]
     function: String,
@@ -131,12 +134,6 @@ struct SnsPumpArgs {
     /// Wait before the first retry; doubles per retry.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     retry_delay_ms: u64,
-    /// Long-poll wait per ReceiveMessage, in seconds (0-20).
-    #[arg(long, default_value_t = 1)]
-    receive_wait_secs: u64,
-    /// Exit after the queue has been empty (nothing visible, in flight or delayed) this long.
-    #[arg(long, value_name = "MS")]
-    stop_when_idle_ms: Option<u64>,
     /// Give up on an invocation after this many seconds (it then counts as failed).
     #[arg(long, default_value_t = 120)]
     invoke_timeout_secs: u64,
@@ -165,6 +162,10 @@ struct ProxyArgs {
     /// topic; without it no events are published.
     #[arg(long, env = "HIKYAKU_FEEDBACK_TOPIC_ARN", value_name = "ARN")]
     feedback_topic_arn: Option<String>,
+    /// Publish `Send` events too (by default, as in the deployed configuration set, only what
+    /// happened after the send: deliveries, bounces, complaints, ...).
+    #[arg(long)]
+    send_events: bool,
 }
 
 #[derive(Args)]
@@ -244,6 +245,7 @@ async fn run_setup(args: SetupArgs) -> Result<(), BoxError> {
         prefix: args.prefix,
         visibility_timeout_secs: args.visibility_timeout,
         max_receive_count: args.max_receive_count,
+        feedback_endpoint: Some(args.feedback_endpoint).filter(|e| !e.is_empty()),
     };
     let resources = setup::ensure_stack(&sdk, &options).await?;
     let endpoints = LocalEndpoints {
@@ -278,16 +280,15 @@ async fn run_pump(args: PumpArgs) -> Result<(), BoxError> {
 
 async fn run_sns_pump(args: SnsPumpArgs) -> Result<(), BoxError> {
     let sdk = sdk_config().await;
-    let mut config = SnsPumpConfig::new(args.queue_url, args.function);
+    let mut config = SnsPumpConfig::new(args.function);
     config.max_concurrency = args.max_concurrency;
     config.retries = args.retries;
     config.retry_delay = Duration::from_millis(args.retry_delay_ms);
-    config.receive_wait = Duration::from_secs(args.receive_wait_secs);
-    config.stop_when_idle = args.stop_when_idle_ms.map(Duration::from_millis);
     config.invoke_timeout = Duration::from_secs(args.invoke_timeout_secs);
     let pump = SnsPump::new(&sdk, config)?;
-    let stats = pump.run_until(shutdown_signal()).await?;
-    println!("{}", serde_json::to_string(&stats)?);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    pump.serve(listener, shutdown_signal()).await?;
+    println!("{}", serde_json::to_string(&pump.stats())?);
     Ok(())
 }
 
@@ -304,7 +305,10 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), BoxError> {
     let simulator = match args.feedback_topic_arn.filter(|arn| !arn.is_empty()) {
         Some(topic_arn) => {
             tracing::info!(topic = %topic_arn, "mailbox simulator publishes SES events");
-            Some(MailboxSimulator::new(&sdk_config().await, topic_arn))
+            Some(
+                MailboxSimulator::new(&sdk_config().await, topic_arn)
+                    .with_send_events(args.send_events),
+            )
         }
         None => {
             tracing::info!("no feedback topic: the mailbox simulator is off");
@@ -387,11 +391,12 @@ mod tests {
         assert_eq!(args.duplicate_delivery, Some(DuplicateDelivery::Concurrent));
         assert_eq!(args.stop_when_idle_ms, Some(500));
 
-        let cli = Cli::try_parse_from(["hikyaku-local", "sns-pump", "--queue-url", "tap"]).unwrap();
+        let cli = Cli::try_parse_from(["hikyaku-local", "sns-pump"]).unwrap();
         let Command::SnsPump(args) = cli.command else {
             panic!("not sns-pump")
         };
         assert_eq!(args.function, "hikyaku-feedback");
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8007");
         assert_eq!((args.max_concurrency, args.retries), (4, 2));
 
         let cli = Cli::try_parse_from([

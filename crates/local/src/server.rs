@@ -18,7 +18,37 @@ pub struct Running<T> {
     task: JoinHandle<std::io::Result<()>>,
 }
 
+/// The future that tells a spawned server to shut down.
+pub(crate) type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 impl<T> Running<T> {
+    /// Runs `serve` on `listener` in a background task, with a shutdown future that completes
+    /// on [`Running::stop`] or drop.
+    pub(crate) fn spawn<F, Fut>(
+        service: T,
+        listener: TcpListener,
+        serve: F,
+    ) -> std::io::Result<Running<T>>
+    where
+        F: FnOnce(TcpListener, Shutdown) -> Fut,
+        Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            Box::pin(async move {
+                let _ = rx.await;
+            }),
+        ));
+        Ok(Running {
+            addr,
+            service,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -24,6 +24,9 @@ pub struct SetupOptions {
     pub visibility_timeout_secs: u32,
     /// Receives before SQS moves a message to the dead-letter queue.
     pub max_receive_count: u32,
+    /// The HTTP endpoint subscribed to the feedback topic (`hikyaku-local sns-pump`); none:
+    /// the topic has no subscriber.
+    pub feedback_endpoint: Option<String>,
 }
 
 impl Default for SetupOptions {
@@ -33,6 +36,7 @@ impl Default for SetupOptions {
             // 6 × the sender's 30 s timeout.
             visibility_timeout_secs: 180,
             max_receive_count: 5,
+            feedback_endpoint: None,
         }
     }
 }
@@ -50,13 +54,7 @@ pub struct StackResources {
     pub send_dlq_url: String,
     pub send_dlq_arn: String,
     pub feedback_topic_arn: String,
-    /// The local-only queue subscribed to the feedback topic (SNS envelopes, not raw messages).
-    pub feedback_tap_queue_url: String,
 }
-
-/// Visibility timeout of the feedback tap: longer than the SNS pump's three attempts at its
-/// default invoke timeout, so a message is not received again while it is being delivered.
-const FEEDBACK_TAP_VISIBILITY_SECS: u32 = 600;
 
 /// Where the functions find the emulators; written to the environment file next to the
 /// resource names.
@@ -230,8 +228,9 @@ pub async fn ensure_stack(
             resource: topic_name,
             field: "TopicArn",
         })?;
-    let feedback_tap_queue_url =
-        ensure_feedback_tap(&sqs, &sns, &name("feedback-tap"), &feedback_topic_arn).await?;
+    if let Some(endpoint) = &options.feedback_endpoint {
+        subscribe_endpoint(&sns, &feedback_topic_arn, endpoint).await?;
+    }
 
     Ok(StackResources {
         contacts_table: name("contacts"),
@@ -244,66 +243,42 @@ pub async fn ensure_stack(
         send_dlq_url,
         send_dlq_arn,
         feedback_topic_arn,
-        feedback_tap_queue_url,
     })
 }
 
-/// The tap queue, allowed to receive from the topic and subscribed to it. Subscribe is
-/// idempotent for the same topic and endpoint, on SNS and on moto.
-async fn ensure_feedback_tap(
-    sqs: &aws_sdk_sqs::Client,
+/// Subscribes the SNS pump's HTTP endpoint to the topic. Subscribe is idempotent for the same
+/// topic, protocol and endpoint, on SNS and on moto, which delivers to `http` subscriptions at
+/// publish time and confirms them itself.
+async fn subscribe_endpoint(
     sns: &aws_sdk_sns::Client,
-    queue_name: &str,
     topic_arn: &str,
-) -> Result<String, SetupError> {
-    let url = create_queue(sqs, queue_name).await?;
-    let arn = queue_arn(sqs, &url).await?;
-    // What SNS needs on AWS; moto does not check it, but the tap is built as it would be.
-    let policy = serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": { "Service": "sns.amazonaws.com" },
-            "Action": "sqs:SendMessage",
-            "Resource": arn,
-            "Condition": { "ArnEquals": { "aws:SourceArn": topic_arn } },
-        }],
-    });
-    set_queue_attributes(
-        sqs,
-        &url,
-        &[
-            (
-                QueueAttributeName::VisibilityTimeout,
-                FEEDBACK_TAP_VISIBILITY_SECS.to_string(),
-            ),
-            (QueueAttributeName::Policy, policy.to_string()),
-        ],
-    )
-    .await?;
-    // No RawMessageDelivery attribute: the default (off) wraps each message in the SNS
-    // envelope, which the pump turns into the Lambda SNS event. (moto reads any value of that
-    // attribute given at subscribe time, even "false", as on.)
+    endpoint: &str,
+) -> Result<(), SetupError> {
     let subscription = sns
         .subscribe()
         .topic_arn(topic_arn)
-        .protocol("sqs")
-        .endpoint(&arn)
+        .protocol(if endpoint.starts_with("https:") {
+            "https"
+        } else {
+            "http"
+        })
+        .endpoint(endpoint)
         .return_subscription_arn(true)
         .send()
         .await
-        .map_err(|e| aws_err("Subscribe", queue_name, e))?;
+        .map_err(|e| aws_err("Subscribe", endpoint, e))?;
     tracing::info!(
-        queue = queue_name,
+        endpoint,
         subscription = subscription.subscription_arn().unwrap_or_default(),
-        "feedback tap subscribed"
+        "SNS pump subscribed to the feedback topic"
     );
-    Ok(url)
+    Ok(())
 }
 
 impl StackResources {
     /// The `HIKYAKU_*` variables the functions and the CLI read, and the local stack's own
-    /// (`HIKYAKU_FEEDBACK_TAP_QUEUE_URL`, read by `hikyaku-local sns-pump`).
+    /// (`HIKYAKU_SEND_DLQ_URL`, `HIKYAKU_FEEDBACK_TOPIC_ARN`: the SES proxy's simulator
+    /// publishes to the topic).
     pub fn env_vars(&self) -> Vec<(&'static str, String)> {
         vec![
             ("HIKYAKU_CONTACTS_TABLE", self.contacts_table.clone()),
@@ -319,10 +294,6 @@ impl StackResources {
             (
                 "HIKYAKU_FEEDBACK_TOPIC_ARN",
                 self.feedback_topic_arn.clone(),
-            ),
-            (
-                "HIKYAKU_FEEDBACK_TAP_QUEUE_URL",
-                self.feedback_tap_queue_url.clone(),
             ),
         ]
     }
@@ -351,7 +322,6 @@ impl StackResources {
             send_queue_url,
             send_dlq_url,
             feedback_topic_arn: get("HIKYAKU_FEEDBACK_TOPIC_ARN")?,
-            feedback_tap_queue_url: get("HIKYAKU_FEEDBACK_TAP_QUEUE_URL")?,
         })
     }
 }
@@ -613,7 +583,6 @@ mod tests {
             send_dlq_url: "http://127.0.0.1:5000/123456789012/p-send-dlq".into(),
             send_dlq_arn: "arn:aws:sqs:us-east-1:123456789012:p-send-dlq".into(),
             feedback_topic_arn: "arn:aws:sns:us-east-1:123456789012:p-feedback".into(),
-            feedback_tap_queue_url: "http://127.0.0.1:5000/123456789012/p-feedback-tap".into(),
         }
     }
 
@@ -628,7 +597,6 @@ mod tests {
             "HIKYAKU_DELIVERIES_TABLE=p-deliveries",
             "HIKYAKU_SEND_DLQ_URL=http://127.0.0.1:5000/123456789012/p-send-dlq",
             "HIKYAKU_FEEDBACK_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:p-feedback",
-            "HIKYAKU_FEEDBACK_TAP_QUEUE_URL=http://127.0.0.1:5000/123456789012/p-feedback-tap",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -15,6 +15,10 @@ pub struct MailboxSimulator {
     sns: aws_sdk_sns::Client,
     topic_arn: String,
     region: String,
+    /// Whether `Send` events are published too. Off by default, as in the configuration set
+    /// hikyaku deploys: a `Send` tells the feedback function nothing the ledger does not know,
+    /// and would double the SNS deliveries and invocations per email.
+    send_events: bool,
 }
 
 /// What publishing the notifications of one message came to.
@@ -48,7 +52,14 @@ impl MailboxSimulator {
             sns,
             topic_arn: topic_arn.into(),
             region: region.into(),
+            send_events: false,
         }
+    }
+
+    /// Publishes `Send` events as well (a configuration set whose destination has them).
+    pub fn with_send_events(mut self, send_events: bool) -> Self {
+        self.send_events = send_events;
+        self
     }
 
     pub fn topic_arn(&self) -> &str {
@@ -77,6 +88,9 @@ impl MailboxSimulator {
         let mut outcome = Published::default();
         for event in events {
             let event_type = event["eventType"].as_str().unwrap_or_default().to_owned();
+            if event_type == "Send" && !self.send_events {
+                continue;
+            }
             let result = self
                 .sns
                 .publish()
