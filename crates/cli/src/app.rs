@@ -138,7 +138,15 @@ pub async fn dispatch(
                 };
                 let status =
                     campaign::wait(ports.runs, ports.ledger, &run, options, progress).await?;
-                report.status = Some(campaign::status_report(status, (settings.now)()));
+                let guardrails = match ports.campaigns.get(id).await? {
+                    Some(definition) => definition.limits.guardrails(),
+                    None => hikyaku_core::campaign::Limits::default().guardrails(),
+                };
+                report.status = Some(campaign::status_report(
+                    status,
+                    guardrails,
+                    (settings.now)(),
+                ));
             }
             Box::new(report)
         }

@@ -7,6 +7,7 @@ use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use hikyaku_core::campaign::{Campaign, CampaignDefinition, CampaignErrors};
 use hikyaku_core::email::EmailAddress;
 use hikyaku_core::fanout::FanoutOutcome;
+use hikyaku_core::feedback::{FeedbackCounts, Guardrails};
 use hikyaku_core::ids::{CampaignId, ListId, RunId, RunRef};
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
 use hikyaku_core::run::{RunState, RunStatus};
@@ -479,11 +480,47 @@ pub struct StatusReport {
     pub send_rate: Option<f64>,
     /// From the start to the last send (finished runs) or to now.
     pub elapsed_seconds: f64,
+    /// Bounce and complaint rates from SES's feedback, against the campaign's guardrails.
+    pub rates: Rates,
     /// The run record and the ledger's counts as stored.
     pub run: RunStatus,
 }
 
-pub fn status_report(status: RunStatus, now: DateTime<Utc>) -> StatusReport {
+/// A run's reputation figures: what SES reported so far, against the campaign's limits.
+#[derive(Debug, Serialize)]
+pub struct Rates {
+    /// Sends whose fate SES has reported (the rates' denominator).
+    pub resolved_sends: u64,
+    pub bounce_rate: Option<f64>,
+    pub complaint_rate: Option<f64>,
+    pub max_bounce_rate: f64,
+    pub max_complaint_rate: f64,
+    /// The rates are judged from this many resolved sends on.
+    pub min_sends: u64,
+}
+
+impl Rates {
+    pub fn new(feedback: &FeedbackCounts, guardrails: Guardrails) -> Rates {
+        Rates {
+            resolved_sends: feedback.resolved_sends(),
+            bounce_rate: feedback.bounce_rate(),
+            complaint_rate: feedback.complaint_rate(),
+            max_bounce_rate: guardrails.max_bounce_rate,
+            max_complaint_rate: guardrails.max_complaint_rate,
+            min_sends: guardrails.min_sends,
+        }
+    }
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), |r| format!("{:.2}%", r * 100.0))
+}
+
+pub fn status_report(
+    status: RunStatus,
+    guardrails: Guardrails,
+    now: DateTime<Utc>,
+) -> StatusReport {
     let finished = status.is_finished();
     let end = if finished {
         [
@@ -506,6 +543,7 @@ pub fn status_report(status: RunStatus, now: DateTime<Utc>) -> StatusReport {
         outstanding: status.outstanding(),
         send_rate: status.counts.send_rate(),
         elapsed_seconds: elapsed,
+        rates: Rates::new(&status.record.feedback, guardrails),
         run: status,
     }
 }
@@ -519,10 +557,10 @@ pub async fn status(
     run: Option<&RunId>,
     now: DateTime<Utc>,
 ) -> Result<StatusReport, CliError> {
-    if campaigns.get(id).await?.is_none() {
+    let Some(definition) = campaigns.get(id).await? else {
         return Err(CliError::new(format!("campaign '{id}' does not exist"))
             .hint("create it first: hikyaku campaign create FILE"));
-    }
+    };
     let all = runs.list(id).await?;
     let record = match run {
         None => all.into_iter().next().ok_or_else(|| {
@@ -548,7 +586,11 @@ pub async fn status(
         }
     };
     let counts = ledger.counts(&record.run).await?;
-    Ok(status_report(RunStatus { record, counts }, now))
+    Ok(status_report(
+        RunStatus { record, counts },
+        definition.limits.guardrails(),
+        now,
+    ))
 }
 
 impl Report for StatusReport {
@@ -604,6 +646,62 @@ impl Report for StatusReport {
                 ("uncertain", count(c.uncertain)),
                 ("in flight (claimed)", count(c.claimed)),
                 ("outstanding", count(self.outstanding)),
+            ],
+            2,
+        ));
+        let f = &record.feedback;
+        let r = &self.rates;
+        out.push_str("\nSES feedback (recipients)\n");
+        out.push_str(&aligned(
+            &[
+                ("delivered", count(f.delivered)),
+                (
+                    "opened",
+                    format!("{} ({} opens)", count(f.opened), count(f.opens)),
+                ),
+                (
+                    "clicked",
+                    format!("{} ({} clicks)", count(f.clicked), count(f.clicks)),
+                ),
+                ("bounced hard", count(f.hard_bounced)),
+                ("bounced soft", count(f.soft_bounced)),
+                ("auto-replies", count(f.auto_replied)),
+                ("bounce undetermined", count(f.undetermined_bounced)),
+                ("complained", count(f.complained)),
+                ("rejected by SES", count(f.rejected)),
+                ("rendering failures", count(f.rendering_failed)),
+                ("delayed", count(f.delayed)),
+            ],
+            2,
+        ));
+        let judged = if r.resolved_sends >= r.min_sends {
+            "judged"
+        } else {
+            "judged from"
+        };
+        out.push_str(&format!(
+            "\nrates ({} resolved sends; {judged} {} on)\n",
+            count(r.resolved_sends),
+            count(r.min_sends)
+        ));
+        out.push_str(&aligned(
+            &[
+                (
+                    "bounce rate",
+                    format!(
+                        "{} (limit {})",
+                        percent(r.bounce_rate),
+                        percent(Some(r.max_bounce_rate))
+                    ),
+                ),
+                (
+                    "complaint rate",
+                    format!(
+                        "{} (limit {})",
+                        percent(r.complaint_rate),
+                        percent(Some(r.max_complaint_rate))
+                    ),
+                ),
             ],
             2,
         ));
@@ -1210,7 +1308,11 @@ name = "Example News"
             scheduled_time: "2026-01-02T09:30:15Z".into(),
             function: "hikyaku-fanout".into(),
             fanout: serde_json::json!({}),
-            status: Some(status_report(status, now())),
+            status: Some(status_report(
+                status,
+                hikyaku_core::campaign::Limits::default().guardrails(),
+                now(),
+            )),
         };
         let failure = report.failure().unwrap();
         assert_eq!(
