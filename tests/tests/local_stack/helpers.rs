@@ -15,13 +15,14 @@ use hikyaku_aws::sqs::SqsJobQueue;
 use hikyaku_core::campaign::CampaignDefinition;
 use hikyaku_core::contact::{AttrValue, Attributes, Contact, ListSchema};
 use hikyaku_core::email::EmailAddress;
+use hikyaku_core::feedback::FeedbackCounts;
 use hikyaku_core::ids::{CampaignId, ListId, RunId, RunRef};
 use hikyaku_core::ports::{
     CampaignStore, ContactStore, Ledger, RunStore, Suppression, SuppressionList,
 };
-use hikyaku_core::run::RunStatus;
+use hikyaku_core::run::{RunRecord, RunStatus};
 use hikyaku_local::pump::{Pump, PumpConfig, PumpStats};
-use hikyaku_local::ses_proxy::SesProxyClient;
+use hikyaku_local::ses_proxy::{Faults, SesProxyClient};
 use hikyaku_local::setup::StackResources;
 use serde_json::{Value, json};
 
@@ -94,6 +95,7 @@ impl Stack {
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let proxy_url = var(&vars, "AWS_ENDPOINT_URL_SESV2").to_owned();
+        // The emulator itself, not the proxy in front of it (`make test` passes its address).
         let ses_store_url = std::env::var("HIKYAKU_SES_STORE_URL")
             .unwrap_or_else(|_| "http://127.0.0.1:8005".to_owned());
         Stack {
@@ -185,6 +187,25 @@ impl Stack {
         run: &RunRef,
         limit: Duration,
     ) -> (PumpStats, RunStatus) {
+        let (stats, status) = self
+            .pump_until(config, run, limit, RunStatus::is_finished)
+            .await;
+        assert!(
+            status.is_finished(),
+            "run {run} unfinished after {limit:?}: {status:#?}\npump: {stats:#?}"
+        );
+        (stats, status)
+    }
+
+    /// Runs a sender pump until `done` says so of the run's status (or `limit` passes), then
+    /// stops it; the status at that point.
+    pub async fn pump_until(
+        &self,
+        config: PumpConfig,
+        run: &RunRef,
+        limit: Duration,
+        done: impl Fn(&RunStatus) -> bool,
+    ) -> (PumpStats, RunStatus) {
         // No SDK retries on invoke: a retried invoke is a delivery AWS would not make.
         let lambda = aws_sdk_lambda::Client::from_conf(
             aws_sdk_lambda::config::Builder::from(&self.sdk)
@@ -200,7 +221,7 @@ impl Stack {
         let watcher = async {
             loop {
                 let status = self.status(run).await;
-                if status.is_finished() || Instant::now() > deadline {
+                if done(&status) || Instant::now() > deadline {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -212,12 +233,134 @@ impl Stack {
         };
         let (stats, ()) = tokio::join!(pump.run_until(stop), watcher);
         let stats = stats.expect("pump runs");
-        let status = self.status(run).await;
+        (stats, self.status(run).await)
+    }
+
+    /// Waits until the SNS pump holds no notification still to deliver (the feedback of
+    /// earlier tests is done), so that what follows is judged on its own events.
+    pub async fn wait_for_quiet_feedback(&self, limit: Duration) {
+        let url = std::env::var("HIKYAKU_SNS_PUMP_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:8007".to_owned());
+        let deadline = Instant::now() + limit;
+        loop {
+            let stats: Value = self
+                .http
+                .get(format!("{url}/_hikyaku/stats"))
+                .send()
+                .await
+                .expect("SNS pump reachable")
+                .json()
+                .await
+                .expect("SNS pump stats are JSON");
+            if stats["pending"] == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SNS pump still holds notifications after {limit:?}: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until the run's status satisfies `reached`; the status then.
+    pub async fn wait_until(
+        &self,
+        run: &RunRef,
+        limit: Duration,
+        reached: impl Fn(&RunStatus) -> bool,
+    ) -> RunStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.status(run).await;
+            if reached(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} not there after {limit:?}: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until the run's feedback counters satisfy `reached` (the SES events of its sends
+    /// travel the simulator, SNS and the feedback function on their own time); the run then.
+    pub async fn wait_for_feedback(
+        &self,
+        run: &RunRef,
+        limit: Duration,
+        reached: impl Fn(&FeedbackCounts) -> bool,
+    ) -> RunRecord {
+        let deadline = Instant::now() + limit;
+        loop {
+            let record = self.status(run).await.record;
+            if reached(&record.feedback) {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "feedback of run {run} incomplete after {limit:?}: {:#?}",
+                record.feedback
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Invokes `function` with an event file through `cargo lambda invoke` against `cargo
+    /// lambda watch` itself (not the Lambda proxy); its JSON answer.
+    pub async fn invoke_fixture(&self, function: &str, file: &std::path::Path) -> Value {
+        let root = workspace_root();
+        let port = std::env::var("LAMBDA_PORT").unwrap_or_else(|_| "9000".to_owned());
+        let output = tokio::process::Command::new(root.join(".tools/venv/bin/cargo-lambda"))
+            .arg("lambda")
+            .arg("invoke")
+            .arg(function)
+            .arg("--invoke-address")
+            .arg("127.0.0.1")
+            .arg("--invoke-port")
+            .arg(&port)
+            .arg("--data-file")
+            .arg(file)
+            .arg("--output-format")
+            .arg("json")
+            .current_dir(&root)
+            .output()
+            .await
+            .expect("cargo lambda runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            status.is_finished(),
-            "run {run} unfinished after {limit:?}: {status:#?}\npump: {stats:#?}"
+            output.status.success(),
+            "{}: {}\n{stdout}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
         );
-        (stats, status)
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{}: answer is not JSON ({e}): {stdout}", file.display()))
+    }
+
+    /// The record the functions keep of a rejected input (`rejected#{source}` in the ledger
+    /// table): its reason.
+    pub async fn rejected_reason(&self, source: &str, id: &str) -> Option<String> {
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.resources.deliveries_table)
+            .key(
+                "run_key",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("rejected#{source}")),
+            )
+            .key(
+                "email",
+                aws_sdk_dynamodb::types::AttributeValue::S(id.to_owned()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("ledger table readable");
+        output
+            .item
+            .and_then(|item| item.get("reason")?.as_s().ok().cloned())
     }
 }
 
@@ -242,6 +385,14 @@ pub struct ScenarioSpec<'a> {
     pub suppressed_every: usize,
     /// Addresses of every n-th contact get this domain (for SES fault injection).
     pub odd_domain: Option<(usize, &'a str)>,
+    /// Which contacts get an SES mailbox simulator address (`bounce`, `complaint`, `ooto`,
+    /// `suppressionlist`, `success`), as `<box>+<unique>-<i>@simulator.amazonses.com`.
+    pub simulator: Option<fn(usize) -> Option<&'static str>>,
+    /// TOML appended to the campaign file (e.g. a `[limits]` table).
+    pub extra_toml: &'a str,
+    /// Put before the other addresses' local parts. The fan-out reads a list in address order,
+    /// so `bounce+` mixes them among `bounce+...@simulator.amazonses.com` instead of after.
+    pub local_prefix: &'a str,
 }
 
 impl ScenarioSpec<'_> {
@@ -252,6 +403,9 @@ impl ScenarioSpec<'_> {
             filtered_every: 0,
             suppressed_every: 0,
             odd_domain: None,
+            simulator: None,
+            extra_toml: "",
+            local_prefix: "",
         }
     }
 }
@@ -278,7 +432,11 @@ impl Scenario {
                 Some((n, domain)) if every(n, i) => domain,
                 _ => "example.com",
             };
-            let email = EmailAddress::parse(&format!("{unique}-{i:05}@{domain}")).unwrap();
+            let address = match spec.simulator.and_then(|mailbox| mailbox(i)) {
+                Some(mailbox) => format!("{mailbox}+{unique}-{i:05}@simulator.amazonses.com"),
+                None => format!("{}{unique}-{i:05}@{domain}", spec.local_prefix),
+            };
+            let email = EmailAddress::parse(&address).unwrap();
             let allowed = !every(spec.filtered_every, i);
             let mut attributes = Attributes::new();
             attributes.insert("first_name".into(), AttrValue::Str(format!("Reader {i}")));
@@ -321,7 +479,9 @@ name = "Hikyaku Tests"
 configuration_set = "hikyaku"
 contact_list = "newsletter"
 topic = "weekly"
-"#
+{extra}
+"#,
+            extra = spec.extra_toml
         );
         let definition = CampaignDefinition::from_toml_str(&toml, None).expect("valid campaign");
         hikyaku_core::campaign::Campaign::from_definition(definition.clone(), Some(&schema))
@@ -367,5 +527,37 @@ topic = "weekly"
                 "{address} must not be mailed"
             );
         }
+    }
+}
+
+/// Sets SES faults for the length of a test, and clears them whatever happens.
+pub struct FaultGuard {
+    proxy_url: String,
+}
+
+impl FaultGuard {
+    pub async fn set(stack: &Stack, faults: Faults) -> FaultGuard {
+        stack.proxy.set_faults(&faults).await.unwrap();
+        FaultGuard {
+            proxy_url: stack.vars["AWS_ENDPOINT_URL_SESV2"].clone(),
+        }
+    }
+}
+
+impl Drop for FaultGuard {
+    fn drop(&mut self) {
+        // Drop cannot await: clear on a runtime of its own, with a client of its own (a client's
+        // connections belong to the runtime that made them).
+        let url = self.proxy_url.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(SesProxyClient::new(url).clear_faults())
+        })
+        .join()
+        .unwrap()
+        .unwrap();
     }
 }

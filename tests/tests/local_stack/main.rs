@@ -3,6 +3,7 @@
 //! stack, runs these one at a time (`--test-threads=1`: they share the send queue) and stops
 //! it. Each test seeds a list and campaign of its own and counts at the SES emulator's store.
 
+mod feedback;
 mod helpers;
 
 use std::collections::HashMap;
@@ -14,9 +15,9 @@ use hikyaku_core::fanout::{FanoutError, FanoutPorts, FanoutRequest, FanoutSettin
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::job::SendJob;
 use hikyaku_core::ledger::DeliveryState;
-use hikyaku_core::ports::{JobQueue, Ledger, QueueError};
+use hikyaku_core::ports::{CampaignStore, ContactStore, JobQueue, Ledger, QueueError};
 use hikyaku_local::pump::DuplicateDelivery;
-use hikyaku_local::ses_proxy::{Faults, SesProxyClient};
+use hikyaku_local::ses_proxy::Faults;
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -276,38 +277,6 @@ async fn a_malformed_message_is_recorded_and_the_rest_of_its_batch_is_sent() {
     );
 }
 
-/// Sets SES faults for the length of a test, and clears them whatever happens.
-struct FaultGuard {
-    proxy_url: String,
-}
-
-impl FaultGuard {
-    async fn set(stack: &Stack, faults: Faults) -> FaultGuard {
-        stack.proxy.set_faults(&faults).await.unwrap();
-        FaultGuard {
-            proxy_url: stack.vars["AWS_ENDPOINT_URL_SESV2"].clone(),
-        }
-    }
-}
-
-impl Drop for FaultGuard {
-    fn drop(&mut self) {
-        // Drop cannot await: clear on a runtime of its own, with a client of its own (a client's
-        // connections belong to the runtime that made them).
-        let url = self.proxy_url.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(SesProxyClient::new(url).clear_faults())
-        })
-        .join()
-        .unwrap()
-        .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn when_ses_throttles_sends_are_retried_later_and_none_is_lost_or_failed() {
     let stack = Stack::connect().await;
@@ -390,65 +359,91 @@ async fn a_permanent_ses_rejection_is_recorded_with_its_reason_and_not_retried()
 }
 
 #[tokio::test]
-async fn every_event_fixture_is_invoked_through_cargo_lambda() {
-    Stack::connect().await;
-    let root = workspace_root();
-    let cargo_lambda = root.join(".tools/venv/bin/cargo-lambda");
-    // `cargo lambda watch` itself, not the Lambda proxy in front of it.
-    let port = std::env::var("LAMBDA_PORT").unwrap_or_else(|_| "9000".to_owned());
-    let mut invoked = 0;
-    for function in ["fanout", "sender", "feedback"] {
-        let dir = root.join("events").join(function);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "{} has fixtures", dir.display());
-        for file in files {
-            let output = tokio::process::Command::new(&cargo_lambda)
-                .arg("lambda")
-                .arg("invoke")
-                .arg(format!("hikyaku-{function}"))
-                .arg("--invoke-address")
-                .arg("127.0.0.1")
-                .arg("--invoke-port")
-                .arg(&port)
-                .arg("--data-file")
-                .arg(&file)
-                .arg("--output-format")
-                .arg("json")
-                .current_dir(&root)
-                .output()
-                .await
-                .expect("cargo lambda runs");
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert!(
-                output.status.success(),
-                "{}: {}\n{stdout}",
-                file.display(),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let answer: serde_json::Value =
-                serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-                    panic!("{}: answer is not JSON ({e}): {stdout}", file.display())
-                });
-            match function {
-                "fanout" => assert!(answer["status"].is_string(), "{}: {answer}", file.display()),
-                "sender" => assert!(
-                    answer["batchItemFailures"]
-                        .as_array()
-                        .is_some_and(|f| f.is_empty()),
-                    "{}: {answer}",
-                    file.display()
-                ),
-                _ => assert!(answer.is_null(), "{}: {answer}", file.display()),
-            }
-            invoked += 1;
-        }
+async fn every_fanout_and_sender_fixture_is_invoked_through_cargo_lambda_and_does_its_work() {
+    let stack = Stack::connect().await;
+    // The fixtures' campaign, on a list of its own with nobody on it: the fan-out fixture
+    // starts its run, then the sender fixtures' jobs belong to a run that is sending.
+    let definition = hikyaku_core::campaign::CampaignDefinition::from_toml_str(
+        r#"
+id = "winter-newsletter"
+list = "fixture-list"
+subject = "Winter news for {{first_name}}"
+html = "<p>Hello {{first_name}} in {{city}}</p>"
+[from]
+address = "news@hikyaku.example"
+[ses]
+configuration_set = "hikyaku"
+"#,
+        None,
+    )
+    .unwrap();
+    stack.campaigns.create(&definition).await.unwrap();
+    let mut attributes = hikyaku_core::contact::Attributes::new();
+    for name in ["first_name", "city"] {
+        attributes.insert(
+            name.into(),
+            hikyaku_core::contact::AttrValue::Str("x".into()),
+        );
     }
-    assert!(invoked >= 7, "{invoked} fixtures invoked");
+    let mut schema = hikyaku_core::contact::ListSchema::default();
+    schema.observe(&attributes);
+    let list = hikyaku_core::ids::ListId::parse("fixture-list").unwrap();
+    stack.contacts.merge_schema(&list, &schema).await.unwrap();
+    let root = workspace_root();
+    let events = root.join("events");
+
+    let started = stack
+        .invoke_fixture(FANOUT, &events.join("fanout/scheduled-run.json"))
+        .await;
+    assert!(
+        matches!(
+            started["status"].as_str(),
+            Some("completed" | "already_complete")
+        ),
+        "{started}"
+    );
+    let refused = stack
+        .invoke_fixture(FANOUT, &events.join("fanout/malformed.json"))
+        .await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+
+    for fixture in ["sender/two-jobs.json", "sender/malformed-amid-good.json"] {
+        let answer = stack.invoke_fixture(SENDER, &events.join(fixture)).await;
+        assert_eq!(
+            answer["batchItemFailures"].as_array().map(Vec::len),
+            Some(0),
+            "{fixture}: {answer}"
+        );
+    }
+    let run = RunRef::from_key("winter-newsletter#20261224T090000Z").unwrap();
+    for address in [
+        "aiko@example.com",
+        "ben@example.org",
+        "chloe@example.net",
+        "dai@example.com",
+        "emi@example.com",
+    ] {
+        let email = hikyaku_core::email::EmailAddress::parse(address).unwrap();
+        let record = stack
+            .ledger
+            .records(&run)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.email == email);
+        assert_eq!(
+            record.map(|r| r.state),
+            Some(DeliveryState::Sent),
+            "{address}"
+        );
+    }
+    let counts = stack.ses_store_counts().await;
+    assert_eq!(counts.get("aiko@example.com"), Some(&1));
+    let reason = stack
+        .rejected_reason("send-queue", "1b0c8f6e-0000-4000-8000-000000000002")
+        .await
+        .expect("the malformed body is recorded");
+    assert!(!reason.is_empty());
 }
 
 impl Stack {
