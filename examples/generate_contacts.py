@@ -12,6 +12,10 @@ the demo segment `mail_allowed == 1 && account_type == 2`. Mixed in, on purpose:
     a line break inside a quoted address (a header-injection attempt), a local part longer than
     64 octets, an empty address, a missing field;
   - quoted fields holding commas, and names in Japanese and with accents.
+  - at the end, 24 contacts within the segment at the SES mailbox simulator's addresses
+    (`bounce+...@simulator.amazonses.com` and the like): the local stack's simulator answers
+    them with the bounces, complaints and auto-replies SES would, so the run's feedback has
+    something to show.
 suppressions.txt: 20 addresses of contacts within the segment (so the run reports them as
 suppressed instead of sending), 2 outside it and 1 that is not a contact, with comments.
 
@@ -50,6 +54,10 @@ CITIES = [
     "Paris", "Montréal", "Zürich", "São Paulo", "Berlin", "London",
     "Washington, D.C.", "Portland, Oregon", "New York",
 ]
+
+# Mailbox simulator contacts (all within the segment), appended after the others: how many of
+# each mailbox. `+label` keeps each address distinct; SES treats it as the bare mailbox.
+SIMULATOR = [("bounce", 8), ("complaint", 1), ("ooto", 6), ("suppressionlist", 3), ("success", 6)]
 
 # Data-row positions (0-based among all data rows) of the mixed-in rows.
 DUPLICATE_AT = {150: 12, 640: 401, 1101: 777}  # position -> index of the contact repeated
@@ -115,6 +123,12 @@ def main():
             rows.append([c["email"], c["first_name"], c["last_name"], c["city"],
                          str(c["mail_allowed"]), str(c["account_type"])])
     assert next_contact == CONTACTS
+    simulated = 0
+    for mailbox, count in SIMULATOR:
+        for n in range(count):
+            simulated += 1
+            rows.append([f"{mailbox}+reader{n + 1:02d}@simulator.amazonses.com", "Sim",
+                         mailbox.capitalize(), "Seattle", "1", "2"])
 
     with open(HERE / "contacts.csv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -141,14 +155,15 @@ def main():
 
     summary = {
         "data rows": len(rows),
-        "valid rows": CONTACTS + len(DUPLICATE_AT),
+        "valid rows": CONTACTS + len(DUPLICATE_AT) + simulated,
+        "simulator contacts": simulated,
         "invalid rows": len(INVALID_ROWS),
         "duplicates merged": len(DUPLICATE_AT),
         "contacts": CONTACTS,
         "in the segment": len(segment),
         "outside the segment": len(outside),
         "suppressed in the segment": len(suppressed),
-        "to be sent": len(segment) - len(suppressed),
+        "to be sent": len(segment) - len(suppressed) + simulated,
     }
     for name, value in summary.items():
         print(f"{name:>26}: {value}", file=sys.stderr)

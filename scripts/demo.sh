@@ -42,6 +42,24 @@ echo "(HTML written to $WORK/preview.html)"
 step "Starting a run and waiting for it to finish"
 "$HIKYAKU" campaign start "$CAMPAIGN" --wait --timeout 900
 
+step "Waiting for SES's feedback (deliveries, bounces, complaints) to arrive"
+# The mailbox simulator's events travel SNS and the feedback function on their own time.
+for _ in $(seq 1 240); do
+    "$HIKYAKU" --json campaign status "$CAMPAIGN" >"$WORK/status.json"
+    if python3 - "$WORK/status.json" <<'PY'
+import json, sys
+status = json.load(open(sys.argv[1]))
+sent = status["run"]["counts"]["sent"]
+feedback = status["run"]["record"]["feedback"]
+resolved = feedback["delivered"] + feedback["hard_bounced"]
+sys.exit(0 if resolved >= sent else 1)
+PY
+    then
+        break
+    fi
+    sleep 1
+done
+
 step "Report"
 "$HIKYAKU" --json campaign status "$CAMPAIGN" >"$WORK/status.json"
 python3 - "$WORK/import.json" "$WORK/status.json" "$SES_URL" <<'PY'
@@ -53,6 +71,12 @@ store = json.load(urllib.request.urlopen(sys.argv[3] + "/store"))
 
 progress = status["run"]["record"]["progress"]
 counts = status["run"]["counts"]
+feedback = status["run"]["record"]["feedback"]
+rates = status["rates"]
+
+def percent(rate):
+    return "-" if rate is None else f"{rate * 100:.2f}%"
+
 elapsed = status["elapsed_seconds"]
 rate = status["send_rate"]
 rows = [
@@ -66,6 +90,14 @@ rows = [
     ("sent", counts.get("sent")),
     ("failed", counts.get("failed")),
     ("uncertain", counts.get("uncertain")),
+    ("delivered (SES feedback)", feedback.get("delivered")),
+    ("bounced hard (now suppressed)", feedback.get("hard_bounced")),
+    ("bounced soft", feedback.get("soft_bounced")),
+    ("out-of-office replies", feedback.get("auto_replied")),
+    ("complained (now suppressed)", feedback.get("complained")),
+    ("bounce rate", f"{percent(rates['bounce_rate'])} (limit {percent(rates['max_bounce_rate'])})"),
+    ("complaint rate", f"{percent(rates['complaint_rate'])} (limit {percent(rates['max_complaint_rate'])})"),
+    ("run state", status.get("phase")),
     ("elapsed", f"{elapsed:.1f} s" if isinstance(elapsed, (int, float)) else elapsed),
     ("send rate", f"{rate:.1f} emails/s" if isinstance(rate, (int, float)) else rate),
     ("messages in the SES inbox", len(store.get("emails", []))),
@@ -75,6 +107,9 @@ print()
 for label, value in rows:
     print(f"  {label:<{width}}  {value if value is not None else '-'}")
 PY
+
+step "Suppressions the feedback recorded (kind automatic)"
+"$HIKYAKU" suppression list --kind automatic
 
 cat <<TXT
 
