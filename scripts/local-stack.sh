@@ -34,7 +34,11 @@ marker() { echo "HIKYAKU_LOCAL_SERVICE=$LOCAL_DIR:$1"; }
 is_ours() {
     local name=$1 pid=$2
     [[ -r /proc/$pid/environ ]] || return 1
-    tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF "$(marker "$name")"
+    # Read the whole environment first: `grep -q` quitting early would make the writer die of
+    # SIGPIPE, which pipefail turns into a failed check of a process that is ours.
+    local env
+    env=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ") || return 1
+    grep -qxF "$(marker "$name")" <<<"$env"
 }
 
 # Prints the pid of a running service, or nothing (removing a stale pid file).
@@ -58,7 +62,7 @@ marked_pids() {
         pid=${env#/proc/}
         pid=${pid%/environ}
         [[ $pid == "$$" ]] && continue
-        if tr '\0' '\n' 2>/dev/null <"$env" | grep -qxF "$m"; then
+        if tr '\0' '\n' 2>/dev/null <"$env" | grep -xF "$m" >/dev/null; then
             echo "$pid"
         fi
     done
