@@ -14,7 +14,8 @@ use crate::contact::{Contact, ListSchema};
 use crate::email::EmailAddress;
 use crate::feedback::{
     AddressHistory, AddressOutcome, Feedback, FeedbackCounts, Marks, PreferenceChange,
-    SoftBouncePolicy, next_history, unsubscribe_reason,
+    SoftBouncePolicy, list_unsubscribe_reason, next_history, topic_unsubscribe_reason,
+    unsubscribe_reason,
 };
 use crate::ids::{CampaignId, ListId, RunRef};
 use crate::job::SendJob;
@@ -620,20 +621,15 @@ impl SuppressionList for FakeSuppressions {
             let unsubscribes = entry
                 .unsubscribed_all
                 .iter()
-                .map(|(list, at)| (format!("unsubscribed from contact list {list}"), *at))
-                .chain(entry.opted_out.iter().map(|((list, topic), at)| {
-                    (format!("unsubscribed from topic {topic} of {list}"), *at)
-                }));
+                .map(|(list, at)| (list_unsubscribe_reason(list), *at))
+                .chain(
+                    entry
+                        .opted_out
+                        .iter()
+                        .map(|((list, topic), at)| (topic_unsubscribe_reason(list, topic), *at)),
+                );
             for (reason, at) in unsubscribes {
-                entries.push(SuppressionEntry {
-                    email: email.clone(),
-                    kind: SuppressionKind::Unsubscribed,
-                    reason,
-                    diagnostic: None,
-                    source_run: None,
-                    at,
-                    count: 1,
-                });
+                entries.push(SuppressionEntry::unsubscribed(email.clone(), reason, at));
             }
         }
         entries.sort_by(|a, b| (&a.email, a.kind).cmp(&(&b.email, b.kind)));

@@ -601,18 +601,24 @@ pub fn unsubscribe_reason(
     opted_out_of_topic: bool,
 ) -> Option<String> {
     if unsubscribed_all {
-        return Some(format!(
-            "unsubscribed from contact list {}",
-            topic.contact_list
-        ));
+        return Some(list_unsubscribe_reason(&topic.contact_list));
     }
     match &topic.topic {
-        Some(name) if opted_out_of_topic => Some(format!(
-            "unsubscribed from topic {name} of {}",
-            topic.contact_list
-        )),
+        Some(name) if opted_out_of_topic => {
+            Some(topic_unsubscribe_reason(&topic.contact_list, name))
+        }
         _ => None,
     }
+}
+
+/// The reason an unsubscribe from a whole contact list is shown with.
+pub fn list_unsubscribe_reason(contact_list: &str) -> String {
+    format!("unsubscribed from contact list {contact_list}")
+}
+
+/// The reason an opt-out of one topic is shown with.
+pub fn topic_unsubscribe_reason(contact_list: &str, topic: &str) -> String {
+    format!("unsubscribed from topic {topic} of {contact_list}")
 }
 
 /// A contact's subscription preferences for one SES contact list, as a Subscription event
@@ -639,6 +645,11 @@ pub struct Reading {
 /// already (the sender recorded the send), so they yield nothing and cost no write.
 pub fn read_feedback(notification: &Notification) -> Reading {
     let everyone = || notification.mail.destination.clone();
+    // ISPs often redact who complained, and delays may not say whom: then it is every
+    // recipient of the message.
+    let named_or_everyone = |named: Vec<String>| {
+        if named.is_empty() { everyone() } else { named }
+    };
     let each = |addresses: Vec<String>, feedback: Feedback| -> Vec<(String, Feedback)> {
         addresses
             .into_iter()
@@ -665,28 +676,22 @@ pub fn read_feedback(notification: &Notification) -> Reading {
                 .collect()
         }
         Details::Complaint(complaint) => {
-            let named: Vec<String> = complaint
+            let named = complaint
                 .complained_recipients
                 .iter()
                 .map(|r| r.email_address.clone())
                 .collect();
-            // ISPs often redact the complainer; then every recipient of the message is it.
-            let who = if named.is_empty() { everyone() } else { named };
             each(
-                who,
+                named_or_everyone(named),
                 Feedback::Complained {
                     feedback_type: complaint.complaint_feedback_type.clone(),
                 },
             )
         }
-        Details::Delivery(delivery) => {
-            let who = if delivery.recipients.is_empty() {
-                everyone()
-            } else {
-                delivery.recipients.clone()
-            };
-            each(who, Feedback::Delivered)
-        }
+        Details::Delivery(delivery) => each(
+            named_or_everyone(delivery.recipients.clone()),
+            Feedback::Delivered,
+        ),
         Details::Open(_) => each(everyone(), Feedback::Opened),
         Details::Click(click) => each(
             everyone(),
@@ -707,14 +712,13 @@ pub fn read_feedback(notification: &Notification) -> Reading {
             },
         ),
         Details::DeliveryDelay(delay) => {
-            let named: Vec<String> = delay
+            let named = delay
                 .delayed_recipients
                 .iter()
                 .map(|r| r.email_address.clone())
                 .collect();
-            let who = if named.is_empty() { everyone() } else { named };
             each(
-                who,
+                named_or_everyone(named),
                 Feedback::Delayed {
                     delay_type: delay.delay_type.clone(),
                 },

@@ -277,6 +277,21 @@ pub struct SuppressionEntry {
     pub count: u64,
 }
 
+impl SuppressionEntry {
+    /// An unsubscribe as the list shows it.
+    pub fn unsubscribed(email: EmailAddress, reason: String, at: DateTime<Utc>) -> Self {
+        SuppressionEntry {
+            email,
+            kind: SuppressionKind::Unsubscribed,
+            reason,
+            diagnostic: None,
+            source_run: None,
+            at,
+            count: 1,
+        }
+    }
+}
+
 /// The SES contact list and topic a campaign sends under: unsubscribes from either count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ListTopic {
@@ -399,6 +414,28 @@ pub struct RejectedInput {
     /// The start of the input, for diagnosis.
     pub excerpt: String,
     pub at: DateTime<Utc>,
+}
+
+impl RejectedInput {
+    /// The most of a rejected input kept for diagnosis, in characters.
+    pub const EXCERPT_CHARS: usize = 2048;
+
+    /// A rejected input from `source` (`send-queue`, `feedback-topic`), keeping the start of it.
+    pub fn new(
+        source: &str,
+        id: impl Into<String>,
+        reason: impl Into<String>,
+        input: &str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        RejectedInput {
+            source: source.to_owned(),
+            id: id.into(),
+            reason: reason.into(),
+            excerpt: input.chars().take(Self::EXCERPT_CHARS).collect(),
+            at,
+        }
+    }
 }
 
 #[async_trait]

@@ -27,7 +27,6 @@ pub(crate) struct Deps {
 
 /// Where unusable notifications are kept (`rejected#feedback-topic` in the ledger table).
 const REJECT_SOURCE: &str = "feedback-topic";
-const EXCERPT_CHARS: usize = 2048;
 
 /// What became of one SNS record.
 #[derive(Debug, PartialEq)]
@@ -93,13 +92,13 @@ async fn reject(
     reason: String,
 ) -> Disposition {
     tracing::error!(sns_message_id = %sns_id, reason = %reason, "notification acknowledged unread");
-    let rejected = RejectedInput {
-        source: REJECT_SOURCE.into(),
-        id: sns_id.to_owned(),
-        reason: reason.clone(),
-        excerpt: message.chars().take(EXCERPT_CHARS).collect(),
-        at: chrono::Utc::now(),
-    };
+    let rejected = RejectedInput::new(
+        REJECT_SOURCE,
+        sns_id,
+        reason.clone(),
+        message,
+        chrono::Utc::now(),
+    );
     match rejects.record(&rejected).await {
         Ok(()) => Disposition::Rejected(reason),
         Err(err) => Disposition::Retry(format!("unreadable notification not recorded: {err}")),

@@ -43,8 +43,6 @@ pub(crate) enum Disposition {
     Retry(String),
 }
 
-const EXCERPT_CHARS: usize = 2048;
-
 pub(crate) async fn handle_message(
     ports: &SendPorts<'_>,
     rejects: &dyn RejectLog,
@@ -73,13 +71,13 @@ pub(crate) async fn handle_message(
         Err(err) => err.to_string(),
     };
     tracing::error!(message_id = %message_id, reason = %rejected, "send job rejected");
-    let record = RejectedInput {
-        source: "send-queue".into(),
-        id: message_id,
-        reason: rejected.clone(),
-        excerpt: body.chars().take(EXCERPT_CHARS).collect(),
-        at: chrono::Utc::now(),
-    };
+    let record = RejectedInput::new(
+        "send-queue",
+        message_id,
+        rejected.clone(),
+        body,
+        chrono::Utc::now(),
+    );
     match rejects.record(&record).await {
         Ok(()) => Disposition::Rejected(rejected),
         // Not recorded: let SQS deliver it again, and after its receive limit the

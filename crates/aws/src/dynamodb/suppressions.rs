@@ -22,8 +22,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use hikyaku_core::email::EmailAddress;
 use hikyaku_core::feedback::{
-    AddressHistory, AddressOutcome, PreferenceChange, SoftBouncePolicy, next_history,
-    unsubscribe_reason,
+    AddressHistory, AddressOutcome, PreferenceChange, SoftBouncePolicy, list_unsubscribe_reason,
+    next_history, topic_unsubscribe_reason, unsubscribe_reason,
 };
 use hikyaku_core::logging::shown;
 use hikyaku_core::ports::{
@@ -245,22 +245,14 @@ fn entries_of(stored: &Item) -> Result<Vec<SuppressionEntry>, ItemError> {
             }
         };
         let reason = match name.strip_prefix(UNSUBSCRIBED_PREFIX) {
-            Some(list) => format!("unsubscribed from contact list {list}"),
+            Some(list) => list_unsubscribe_reason(list),
             None => {
                 let rest = &name[OPTED_OUT_PREFIX.len()..];
                 let (list, topic) = rest.split_once('#').unwrap_or((rest, "?"));
-                format!("unsubscribed from topic {topic} of {list}")
+                topic_unsubscribe_reason(list, topic)
             }
         };
-        entries.push(SuppressionEntry {
-            email: email.clone(),
-            kind: SuppressionKind::Unsubscribed,
-            reason,
-            diagnostic: None,
-            source_run: None,
-            at,
-            count: 1,
-        });
+        entries.push(SuppressionEntry::unsubscribed(email.clone(), reason, at));
     }
     Ok(entries)
 }
