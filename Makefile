@@ -146,7 +146,8 @@ local-build: ## Debug build of the Lambda functions and hikyaku-local
 .PHONY: local-moto
 local-moto: $(VENV_STAMP)
 	@$(STACK) ensure-free moto $(MOTO_URL)/moto-api/
-	@$(STACK) start moto -- $(VENV)/bin/moto_server -H $(LOCAL_HOST) -p $(MOTO_PORT)
+	@# moto_server with DynamoDB's item operations made atomic (see the script).
+	@$(STACK) start moto -- $(VENV)/bin/python scripts/moto-server.py -H $(LOCAL_HOST) -p $(MOTO_PORT)
 	@$(STACK) wait-http moto $(MOTO_URL)/moto-api/ $(STARTUP_TIMEOUT)
 
 .PHONY: local-ses
