@@ -27,6 +27,8 @@ use crate::ids::RunRef;
 use crate::ports::StoreError;
 
 const MICROS: f64 = 1_000_000.0;
+/// How many chunks a run's lane may take ahead of its fair share.
+const LANE_AHEAD_CHUNKS: f64 = 4.0;
 /// The SES 24-hour quota window.
 const DAY_SECS: i64 = 24 * 3600;
 
@@ -59,7 +61,7 @@ impl Default for BudgetSettings {
     fn default() -> Self {
         BudgetSettings {
             headroom_percent: 10.0,
-            pacing_margin: 0.02,
+            pacing_margin: 0.022,
             late_tolerance: Duration::from_millis(10),
             chunk: Duration::from_millis(250),
             lead: Duration::from_millis(250),
@@ -382,9 +384,9 @@ impl BudgetState {
         let lead_us = duration_us(settings.lead);
         let start = self.next_slot_us.max(now_us + lead_us);
         let chunk_secs = settings.chunk.as_secs_f64();
-        // A lane may run one chunk (at the full pace) ahead of its share, so that a lane whose
-        // partner is slow to ask does not leave the schedule idle.
-        let tolerance = (chunk_secs * MICROS) as i64;
+        // A lane may run up to a second ahead of its share, so that a lane whose partner is
+        // slow to ask does not leave the schedule idle; over seconds each keeps to its share.
+        let tolerance = (LANE_AHEAD_CHUNKS * chunk_secs * MICROS) as i64;
         let quota_left = self.quota_left();
         let lane = self.lanes.entry(key).or_default();
         if lane.next_us > start + tolerance {
