@@ -79,13 +79,15 @@ LAMBDA_ARCH_TARGET := aarch64-unknown-linux-gnu
 # build itself uses CARGO_TARGET_DIR.
 LAMBDA_DIR ?= target/lambda
 
-.PHONY: build
-build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bootstrap)
-	@if ! rustup target list --installed 2>/dev/null | grep -qx '$(LAMBDA_ARCH_TARGET)'; then \
+CHECK_LAMBDA_TARGET := if ! rustup target list --installed 2>/dev/null | grep -qx '$(LAMBDA_ARCH_TARGET)'; then \
 		echo "error: the Rust target $(LAMBDA_ARCH_TARGET) is not installed;" \
 		     "run: rustup target add $(LAMBDA_ARCH_TARGET)" >&2; \
 		exit 1; \
 	fi
+
+.PHONY: build
+build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bootstrap)
+	@$(CHECK_LAMBDA_TARGET)
 	@# The venv on PATH lets cargo-zigbuild find the pinned Zig (python3 -m ziglang).
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
 		--lambda-dir $(LAMBDA_DIR) $(addprefix --package ,$(LAMBDA_PACKAGES))
@@ -288,8 +290,12 @@ STACK_NAME ?= $(or $(shell sed -n 's/^stack_name *= *"\(.*\)"/\1/p' $(SAMCONFIG)
 DEPLOY_FUNCTIONS := fanout sender feedback
 FUNCTION ?=
 
-# `sam build` runs cargo lambda itself (BuildMethod rust-cargolambda), with the venv's
-# cargo-lambda and Zig on PATH; after `make build` it finds the release build done.
+# The build is `sam build`'s (BuildMethod rust-cargolambda): it runs the venv's cargo-lambda
+# (`cargo lambda build --release --arm64`, one binary at a time, into infra/.aws-sam/) with the
+# pinned Zig on PATH. `make build` is not run first: building the three packages together
+# unifies their dependencies' features differently, so SAM's per-binary builds would compile
+# everything a second time. CARGO_TARGET_DIR is unset for it, so that the binaries land where
+# SAM's builder looks for them by default (target/lambda/<bin>/ of the workspace, git-ignored).
 .PHONY: deploy
 deploy: ## Build for arm64 and deploy the stack with SAM (guided until infra/samconfig.toml exists)
 	@if ! command -v $(SAM) >/dev/null 2>&1; then \
@@ -297,9 +303,10 @@ deploy: ## Build for arm64 and deploy the stack with SAM (guided until infra/sam
 		     "(see the README, \"Deploying to AWS\") and run make deploy again" >&2; \
 		exit 1; \
 	fi
-	@$(MAKE) build
-	cd infra && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 \
-		$(SAM) build --template-file template.yaml
+	@$(CHECK_LAMBDA_TARGET)
+	@$(MAKE) -s $(VENV_STAMP)
+	cd infra && env -u CARGO_TARGET_DIR PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 $(SAM) build --template-file template.yaml
 	@if [ -f $(SAMCONFIG) ]; then \
 		echo "==> sam deploy (settings from $(SAMCONFIG))"; \
 		cd infra && $(SAM) deploy; \
