@@ -247,7 +247,10 @@ test-unit: ## Unit and handler tests (no emulator needed)
 # The stack is stopped whatever the tests' outcome; the tests share one send queue, so they
 # run one at a time. Small fan-out pages, and a reserve as long as watch's timeout, make every
 # fan-out hand over after each page: every run exercises the continuation chain.
-TEST_FUNCTION_ENV := --function-env HIKYAKU_FANOUT_PAGE_SIZE=200 --function-env HIKYAKU_FANOUT_RESERVE_SECS=600
+# A fresh SES account snapshot every second and a recheck of runs waiting for quota every 3 s
+# let the quota tests watch a run wait and resume within seconds.
+TEST_FUNCTION_ENV := --function-env HIKYAKU_FANOUT_PAGE_SIZE=200 --function-env HIKYAKU_FANOUT_RESERVE_SECS=600 \
+	--function-env HIKYAKU_ACCOUNT_CACHE_SECS=1 --function-env HIKYAKU_QUOTA_RECHECK_SECS=3
 .PHONY: test-integration
 test-integration: tools ## Integration tests against the local stack (started and stopped here)
 	@$(MAKE) local-down
@@ -259,6 +262,23 @@ test-integration: tools ## Integration tests against the local stack (started an
 	fi; \
 	if [ $$status -eq 0 ]; then \
 		$(CARGO) test -p hikyaku-local --test local_stack -- --ignored --test-threads=1 || status=$$?; \
+	fi; \
+	if [ $$status -ne 0 ]; then $(STACK) tail-logs || true; fi; \
+	$(MAKE) local-down; \
+	exit $$status
+
+# The benchmark's stack: an account of 100 emails/s, no headroom (the budget is the whole
+# rate), no SES events (the send path alone). Built with the dev profile, like the functions
+# under cargo lambda watch, so it reuses the test build.
+BENCH_FUNCTION_ENV := --function-env HIKYAKU_BUDGET_HEADROOM_PERCENT=0
+.PHONY: bench
+bench: tools ## Benchmarks on a local stack this target starts and stops (send rate against the budget)
+	@$(MAKE) local-down
+	@status=0; \
+	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 SETUP_ARGS="$(BENCH_FUNCTION_ENV)" \
+		SES_PROXY_ARGS="--max-send-rate 100 --no-events" || status=$$?; \
+	if [ $$status -eq 0 ]; then \
+		$(CARGO) bench --profile dev -p hikyaku-tests --bench rate || status=$$?; \
 	fi; \
 	if [ $$status -ne 0 ]; then $(STACK) tail-logs || true; fi; \
 	$(MAKE) local-down; \

@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use hikyaku_aws::dynamodb::{
-    DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns, DynamoSuppressions,
+    DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
+    DynamoSuppressions,
 };
+use hikyaku_aws::ses::SesAccount;
 use hikyaku_aws::{FunctionInvoker, SesSender, SqsJobQueue};
 use saphyr::{LoadableYamlNode, ScalarOwned, YamlOwned};
 use serde_json::{Map, Value, json};
@@ -34,12 +36,15 @@ enum Scope {
     SendQueue,
     /// SES: the sending identity, configuration set and contact list.
     Ses,
+    /// The SES account (GetAccount has no resource type: `*`).
+    SesAccount,
     /// The fan-out function, which invokes itself to continue.
     Fanout,
 }
 
 /// Every adapter of crates/aws a function may build, with what it declares.
 const ADAPTERS: &[(&str, &[&str], Scope)] = &[
+    ("DynamoBudget", DynamoBudget::OPERATIONS, Scope::Table),
     ("DynamoCampaigns", DynamoCampaigns::OPERATIONS, Scope::Table),
     ("DynamoContacts", DynamoContacts::OPERATIONS, Scope::Table),
     ("DynamoLedger", DynamoLedger::OPERATIONS, Scope::Table),
@@ -51,6 +56,7 @@ const ADAPTERS: &[(&str, &[&str], Scope)] = &[
         Scope::Table,
     ),
     ("SesSender", SesSender::OPERATIONS, Scope::Ses),
+    ("SesAccount", SesAccount::OPERATIONS, Scope::SesAccount),
     ("SqsJobQueue", SqsJobQueue::OPERATIONS, Scope::SendQueue),
     (
         "FunctionInvoker",
@@ -61,34 +67,6 @@ const ADAPTERS: &[(&str, &[&str], Scope)] = &[
 
 /// Types a main.rs may take from hikyaku_aws that call no AWS operation.
 const NOT_ADAPTERS: &[&str] = &["InvocationClock", "Tables", "ConfigError", "Backoff"];
-
-/// Whether a pending change adds a variable to a function's configuration or removes one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Change {
-    Adds,
-    Removes,
-}
-
-/// The account-wide send budget is being built beside this template: it adds these variables
-/// to the functions' configuration and removes the sender's per-instance rate, and the template
-/// already has them. Each entry fails the test once the code has caught up, so that the list is
-/// emptied when that change lands.
-const PENDING_VARIABLES: &[(&str, Change, &str)] = &[
-    ("sender", Change::Adds, "HIKYAKU_BUDGET_HEADROOM_PERCENT"),
-    ("sender", Change::Adds, "HIKYAKU_BUDGET_CHUNK_MS"),
-    ("sender", Change::Adds, "HIKYAKU_ACCOUNT_CACHE_SECS"),
-    ("sender", Change::Adds, "HIKYAKU_QUOTA_RECHECK_SECS"),
-    ("sender", Change::Removes, "HIKYAKU_SEND_RATE_PER_INSTANCE"),
-    ("fanout", Change::Adds, "HIKYAKU_ACCOUNT_CACHE_SECS"),
-];
-
-/// Actions the template grants ahead of the send-budget change, which calls SES GetAccount from
-/// the fan-out and the sender (resource "*": GetAccount has no resource type). Each fails the
-/// test once an adapter the function builds declares it.
-const PENDING_ACTIONS: &[(&str, &str, &str)] = &[
-    ("fanout", "ses:GetAccount", "*"),
-    ("sender", "ses:GetAccount", "*"),
-];
 
 /// Actions no adapter calls: the cross-account sending role is assumed by the SDK's credentials
 /// provider (aws-config), for the roles the stack's parameter names.
@@ -545,6 +523,7 @@ fn declared(krate: &str) -> BTreeSet<(String, String)> {
             Scope::Table => table_resource(table.as_deref().expect("a table")),
             Scope::SendQueue => "SendQueue".to_owned(),
             Scope::Ses => "ses".to_owned(),
+            Scope::SesAccount => "*".to_owned(),
             Scope::Fanout => "FanoutFunction".to_owned(),
         };
         for operation in *operations {
@@ -624,28 +603,7 @@ fn every_function_gets_exactly_the_variables_its_configuration_reads() {
             read.contains("HIKYAKU_RUNS_TABLE"),
             "{krate}: the table variables were not found: {read:?}"
         );
-        let mut expected = read.clone();
-        for (pending_for, change, variable) in PENDING_VARIABLES {
-            if pending_for != krate {
-                continue;
-            }
-            match change {
-                Change::Adds => {
-                    assert!(
-                        !read.contains(*variable),
-                        "{krate} reads {variable} now: remove it from PENDING_VARIABLES"
-                    );
-                    expected.insert(variable.to_string());
-                }
-                Change::Removes => {
-                    assert!(
-                        read.contains(*variable),
-                        "{krate} no longer reads {variable}: remove it from PENDING_VARIABLES"
-                    );
-                    expected.remove(*variable);
-                }
-            }
-        }
+        let expected = read;
         let set = environment(&template, function);
         let missing: BTreeSet<_> = expected.difference(&set).collect();
         let extra: BTreeSet<_> = set.difference(&expected).collect();
@@ -670,18 +628,8 @@ fn every_function_may_call_exactly_the_operations_its_adapters_declare() {
         );
         let role = referenced(&template, &properties["Role"])
             .unwrap_or_else(|| panic!("{function} has no role of the stack"));
-        let code = declared(krate);
-        let mut expected = code.clone();
+        let mut expected = declared(krate);
         expected.extend(platform_grants(&template, function));
-        for (pending_for, action, target) in PENDING_ACTIONS {
-            if pending_for == krate {
-                assert!(
-                    !code.iter().any(|(a, _)| a == action),
-                    "an adapter of {krate} declares {action} now: remove it from PENDING_ACTIONS"
-                );
-                expected.insert((action.to_string(), target.to_string()));
-            }
-        }
         for (granted_to, action, target) in NOT_FROM_ADAPTERS {
             if granted_to == krate {
                 expected.insert((action.to_string(), target.to_string()));

@@ -93,6 +93,50 @@ pub fn address_display_from_env() -> Result<hikyaku_core::logging::AddressDispla
     })
 }
 
+/// `HIKYAKU_ACCOUNT_CACHE_SECS` and `HIKYAKU_QUOTA_RECHECK_SECS`: how long an SES account
+/// snapshot is trusted, and how long a run waiting for quota waits before looking again.
+/// What the fan-out and the sender both read.
+pub fn account_settings_from_env(
+    base: hikyaku_core::budget::BudgetSettings,
+) -> Result<hikyaku_core::budget::BudgetSettings, ConfigError> {
+    use std::time::Duration;
+    Ok(hikyaku_core::budget::BudgetSettings {
+        account_ttl: Duration::from_secs(env_parse_in(
+            "HIKYAKU_ACCOUNT_CACHE_SECS",
+            60,
+            1..=3_600,
+        )?),
+        // SQS delays a message by at most 900 s.
+        quota_recheck: Duration::from_secs(env_parse_in(
+            "HIKYAKU_QUOTA_RECHECK_SECS",
+            600,
+            1..=900,
+        )?),
+        ..base
+    })
+}
+
+/// The send budget as the sender reads it: the account settings, and
+/// `HIKYAKU_BUDGET_HEADROOM_PERCENT` (share of `MaxSendRate` left for other mail) and
+/// `HIKYAKU_BUDGET_CHUNK_MS` (slots taken per budget write, in milliseconds of sending).
+pub fn budget_settings_from_env() -> Result<hikyaku_core::budget::BudgetSettings, ConfigError> {
+    let base = hikyaku_core::budget::BudgetSettings::default();
+    let headroom: f64 = env_parse("HIKYAKU_BUDGET_HEADROOM_PERCENT", base.headroom_percent)?;
+    if !(0.0..=90.0).contains(&headroom) {
+        return Err(ConfigError::Invalid {
+            name: "HIKYAKU_BUDGET_HEADROOM_PERCENT".to_owned(),
+            value: headroom.to_string(),
+            reason: "must be between 0 and 90".to_owned(),
+        });
+    }
+    let chunk_ms: u64 = env_parse_in("HIKYAKU_BUDGET_CHUNK_MS", 250, 20..=5_000)?;
+    account_settings_from_env(hikyaku_core::budget::BudgetSettings {
+        headroom_percent: headroom,
+        chunk: std::time::Duration::from_millis(chunk_ms),
+        ..base
+    })
+}
+
 fn non_blank(value: String) -> Option<String> {
     let trimmed = value.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())

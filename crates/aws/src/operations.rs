@@ -14,8 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::dynamodb::{
-    DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns, DynamoSuppressions,
+    DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
+    DynamoSuppressions,
 };
+use crate::ses::SesAccount;
 use crate::{FunctionInvoker, SesSender, SqsJobQueue};
 
 /// An adapter's type and the IAM actions it declares.
@@ -23,6 +25,11 @@ type Adapter = (&'static str, &'static [&'static str]);
 
 /// Every module under src/ that talks to AWS, with its IAM service prefix and its adapters.
 const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
+    (
+        "dynamodb/budget.rs",
+        "dynamodb",
+        &[("DynamoBudget", DynamoBudget::OPERATIONS)],
+    ),
     (
         "dynamodb/campaigns.rs",
         "dynamodb",
@@ -51,7 +58,14 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
         "dynamodb",
         &[("DynamoSuppressions", DynamoSuppressions::OPERATIONS)],
     ),
-    ("ses.rs", "ses", &[("SesSender", SesSender::OPERATIONS)]),
+    (
+        "ses.rs",
+        "ses",
+        &[
+            ("SesSender", SesSender::OPERATIONS),
+            ("SesAccount", SesAccount::OPERATIONS),
+        ],
+    ),
     ("sqs.rs", "sqs", &[("SqsJobQueue", SqsJobQueue::OPERATIONS)]),
     (
         "lambda.rs",

@@ -43,6 +43,7 @@ use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::config::Region;
 use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::error::BuildError;
+use aws_sdk_sesv2::operation::get_account::GetAccountError;
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::types::{
     Body, Content, Destination, EmailContent, ListManagementOptions, Message, MessageTag,
@@ -51,45 +52,25 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+use hikyaku_core::budget::{AccountError, AccountSnapshot, AccountSource};
 use hikyaku_core::logging::shown;
 use hikyaku_core::ports::{EmailSender, OutboundEmail, SendError, SendErrorClass};
 
 const CHARSET: &str = "UTF-8";
 
-/// SES v2 sender with one client per region (created on first use, then kept).
+/// One SES v2 client per region: the default one, and one per other region a campaign names
+/// (created on first use from the default's configuration, then kept).
 #[derive(Debug)]
-pub struct SesSender {
+struct RegionalClients {
     default: Client,
     regional: Mutex<HashMap<String, Client>>,
 }
 
-impl SesSender {
-    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
-    /// `OPERATIONS` is kept true by a test that reads this module's source.
-    pub const OPERATIONS: &[&str] = &["ses:SendEmail"];
-
-    /// A sender on the base configuration's region, endpoint and credentials, with the SDK's
-    /// retries turned off (see the module documentation).
-    pub fn new(base: &SdkConfig) -> SesSender {
-        SesSender::from_client(Client::new(base))
-    }
-
-    /// A sender built on `client`'s configuration (retries turned off, each call bounded by
-    /// [`SEND_TIMEOUT`]); messages naming another region get a client for it derived from the
-    /// same configuration.
-    pub fn from_client(client: Client) -> SesSender {
-        let config = client
-            .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                aws_sdk_sesv2::config::timeout::TimeoutConfig::builder()
-                    .operation_timeout(SEND_TIMEOUT)
-                    .build(),
-            )
-            .build();
-        SesSender {
-            default: Client::from_conf(config),
+impl RegionalClients {
+    fn new(default: Client) -> RegionalClients {
+        RegionalClients {
+            default,
             regional: Mutex::new(HashMap::new()),
         }
     }
@@ -118,6 +99,122 @@ impl SesSender {
                 Client::from_conf(config)
             })
             .clone()
+    }
+}
+
+/// SES v2 sender with one client per region.
+#[derive(Debug)]
+pub struct SesSender {
+    clients: RegionalClients,
+}
+
+impl SesSender {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["ses:SendEmail"];
+
+    /// A sender on the base configuration's region, endpoint and credentials, with the SDK's
+    /// retries turned off (see the module documentation).
+    pub fn new(base: &SdkConfig) -> SesSender {
+        SesSender::from_client(Client::new(base))
+    }
+
+    /// A sender built on `client`'s configuration (retries turned off, each call bounded by
+    /// [`SEND_TIMEOUT`]); messages naming another region get a client for it derived from the
+    /// same configuration.
+    pub fn from_client(client: Client) -> SesSender {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_sesv2::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(SEND_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        SesSender {
+            clients: RegionalClients::new(Client::from_conf(config)),
+        }
+    }
+}
+
+/// [`AccountSource`] on SES v2 `GetAccount`, per region. SES allows this call once a second
+/// per account; the send budget calls it about once a minute.
+#[derive(Debug)]
+pub struct SesAccount {
+    clients: RegionalClients,
+}
+
+impl SesAccount {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["ses:GetAccount"];
+
+    pub fn new(base: &SdkConfig) -> SesAccount {
+        SesAccount::from_client(Client::new(base))
+    }
+
+    pub fn from_client(client: Client) -> SesAccount {
+        SesAccount {
+            clients: RegionalClients::new(client),
+        }
+    }
+}
+
+/// Classifies a failed `GetAccount` by its type: throttling, service and connection troubles
+/// pass; a refused request or permission does not.
+fn account_error(err: SdkError<GetAccountError, HttpResponse>) -> AccountError {
+    let (code, retryable) = match &err {
+        SdkError::ServiceError(context) => match context.err() {
+            GetAccountError::TooManyRequestsException(_) => ("TooManyRequestsException", true),
+            GetAccountError::BadRequestException(_) => ("BadRequestException", false),
+            other => {
+                let status = context.raw().status().as_u16();
+                (
+                    other.code().unwrap_or("UnknownError"),
+                    !matches!(status, 400..=499) || status == 429,
+                )
+            }
+        },
+        SdkError::ConstructionFailure(_) => ("ConstructionFailure", false),
+        _ => ("TransportError", true),
+    };
+    AccountError {
+        code: code.to_owned(),
+        message: DisplayErrorContext(&err).to_string(),
+        retryable,
+    }
+}
+
+#[async_trait]
+impl AccountSource for SesAccount {
+    #[tracing::instrument(skip_all, fields(region = region.unwrap_or("default")), err)]
+    async fn account(
+        &self,
+        region: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<AccountSnapshot, AccountError> {
+        let output = self
+            .clients
+            .client_for(region)
+            .get_account()
+            .send()
+            .await
+            .map_err(account_error)?;
+        let quota = output.send_quota();
+        let snapshot = AccountSnapshot {
+            // No quota in the answer: nothing is known to allow sending.
+            max_send_rate: quota.map_or(0.0, |q| q.max_send_rate()),
+            max_24_hour_send: quota.map_or(0.0, |q| q.max24_hour_send()),
+            sent_last_24_hours: quota.map_or(0.0, |q| q.sent_last24_hours()),
+            sending_enabled: output.sending_enabled(),
+            enforcement_status: output.enforcement_status().unwrap_or("UNKNOWN").to_owned(),
+            production_access: output.production_access_enabled(),
+            fetched_at: now,
+        };
+        tracing::info!(max_send_rate = snapshot.max_send_rate, max_24_hour_send = snapshot.max_24_hour_send, sent_last_24_hours = snapshot.sent_last_24_hours, sending_enabled = snapshot.sending_enabled, enforcement = %snapshot.enforcement_status, "SES account read");
+        Ok(snapshot)
     }
 }
 
@@ -243,6 +340,7 @@ impl EmailSender for SesSender {
             message: err.to_string(),
         };
         let request = self
+            .clients
             .client_for(email.region.as_deref())
             .send_email()
             .from_email_address(&email.from)
@@ -487,16 +585,64 @@ mod tests {
         let sender = SesSender::from_client(client);
         assert_eq!(
             sender
+                .clients
                 .client_for(None)
                 .config()
                 .region()
                 .map(Region::as_ref),
             Some("us-east-1")
         );
-        let eu = sender.client_for(Some("eu-west-1"));
+        let eu = sender.clients.client_for(Some("eu-west-1"));
         assert_eq!(eu.config().region().map(Region::as_ref), Some("eu-west-1"));
-        sender.client_for(Some("eu-west-1"));
-        sender.client_for(Some("us-east-1"));
-        assert_eq!(sender.regional.lock().unwrap().len(), 1);
+        sender.clients.client_for(Some("eu-west-1"));
+        sender.clients.client_for(Some("us-east-1"));
+        assert_eq!(sender.clients.regional.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn get_account_becomes_a_snapshot_of_quota_and_health() {
+        use aws_sdk_sesv2::operation::get_account::GetAccountOutput;
+        use aws_sdk_sesv2::types::SendQuota;
+        let rule = mock!(Client::get_account).then_output(|| {
+            GetAccountOutput::builder()
+                .send_quota(
+                    SendQuota::builder()
+                        .max_send_rate(14.0)
+                        .max24_hour_send(50_000.0)
+                        .sent_last24_hours(1_200.0)
+                        .build(),
+                )
+                .sending_enabled(true)
+                .enforcement_status("PROBATION")
+                .production_access_enabled(true)
+                .build()
+        });
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&rule]);
+        let now = chrono::Utc::now();
+        let snapshot = SesAccount::from_client(client)
+            .account(None, now)
+            .await
+            .unwrap();
+        assert_eq!(snapshot.max_send_rate, 14.0);
+        assert_eq!(snapshot.quota_left(), Some(48_800.0));
+        assert_eq!(snapshot.fetched_at, now);
+        assert!(snapshot.problem().unwrap().contains("PROBATION"));
+    }
+
+    #[tokio::test]
+    async fn a_throttled_get_account_may_be_tried_again_and_a_bad_request_may_not() {
+        use aws_sdk_sesv2::types::error::BadRequestException as Bad;
+        let throttled = mock!(Client::get_account).then_error(|| {
+            GetAccountError::TooManyRequestsException(TooManyRequestsException::builder().build())
+        });
+        let bad = mock!(Client::get_account)
+            .then_error(|| GetAccountError::BadRequestException(Bad::builder().build()));
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&throttled, &bad]);
+        let account = SesAccount::from_client(client.clone());
+        let first = account.account(None, chrono::Utc::now()).await.unwrap_err();
+        assert!(first.retryable, "{first}");
+        let second = account.account(None, chrono::Utc::now()).await.unwrap_err();
+        assert!(!second.retryable, "{second}");
+        assert_eq!(second.code, "BadRequestException");
     }
 }

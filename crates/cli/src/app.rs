@@ -220,6 +220,7 @@ mod tests {
                 runs: &f.runs,
                 contacts: &f.contacts,
                 queue: &f.queue,
+                account: &hikyaku_core::fakes::FakeGate::default(),
             };
             let outcome = fan_out(
                 &ports,

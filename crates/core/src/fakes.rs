@@ -233,12 +233,52 @@ impl RunStore for FakeRuns {
         _now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if let Some(record) = locked(&self.runs).get_mut(run)
-            && record.state.allows_sending()
+            && record.state.allows_fanout()
         {
             record.state = RunState::Paused;
             record.pause_reason = Some(reason.to_owned());
+            record.resume_at = None;
         }
         Ok(())
+    }
+
+    async fn wait_for_quota(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        resume_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(record) = locked(&self.runs).get_mut(run)
+            && record.state.allows_sending()
+        {
+            record.state = RunState::WaitingForQuota;
+            record.pause_reason = Some(reason.to_owned());
+            record.resume_at = Some(resume_at);
+        }
+        Ok(())
+    }
+
+    async fn resume_after_quota(
+        &self,
+        run: &RunRef,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut runs = locked(&self.runs);
+        let Some(record) = runs.get_mut(run) else {
+            return Ok(false);
+        };
+        if record.state != RunState::WaitingForQuota {
+            return Ok(false);
+        }
+        record.state = if record.fanout_complete {
+            RunState::Sending
+        } else {
+            RunState::FanningOut
+        };
+        record.pause_reason = None;
+        record.resume_at = None;
+        Ok(true)
     }
 
     async fn add_feedback(
@@ -774,5 +814,105 @@ impl RejectLog for FakeRejects {
     async fn record(&self, rejected: &RejectedInput) -> Result<(), StoreError> {
         locked(&self.rejected).push(rejected.clone());
         Ok(())
+    }
+}
+
+/// The budget item in memory, with the same versioned writes as the real store.
+#[derive(Default)]
+pub struct FakeBudgetStore {
+    pub items: Mutex<HashMap<String, crate::budget::BudgetState>>,
+    pub writes: AtomicU64,
+}
+
+#[async_trait]
+impl crate::budget::BudgetStore for FakeBudgetStore {
+    async fn load(&self, scope: &str) -> Result<Option<crate::budget::BudgetState>, StoreError> {
+        // A real store answers later: concurrent senders pile up meanwhile.
+        tokio::task::yield_now().await;
+        Ok(locked(&self.items).get(scope).cloned())
+    }
+
+    async fn save(
+        &self,
+        scope: &str,
+        state: &crate::budget::BudgetState,
+        expected: u64,
+    ) -> Result<bool, StoreError> {
+        let mut items = locked(&self.items);
+        let stored = items.get(scope).map_or(0, |s| s.version);
+        if stored != expected {
+            return Ok(false);
+        }
+        items.insert(scope.to_owned(), state.clone());
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+}
+
+/// `GetAccount` answering a snapshot the test sets; counts the calls.
+pub struct FakeAccount {
+    pub snapshot: Mutex<crate::budget::AccountSnapshot>,
+    pub calls: AtomicU64,
+}
+
+impl FakeAccount {
+    /// A healthy production account with this rate and no daily limit.
+    pub fn with_rate(max_send_rate: f64) -> FakeAccount {
+        FakeAccount {
+            snapshot: Mutex::new(crate::budget::AccountSnapshot {
+                max_send_rate,
+                max_24_hour_send: -1.0,
+                sent_last_24_hours: 0.0,
+                sending_enabled: true,
+                enforcement_status: "HEALTHY".to_owned(),
+                production_access: true,
+                fetched_at: DateTime::<Utc>::UNIX_EPOCH,
+            }),
+            calls: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for FakeAccount {
+    fn default() -> Self {
+        FakeAccount::with_rate(100_000.0)
+    }
+}
+
+#[async_trait]
+impl crate::budget::AccountSource for FakeAccount {
+    async fn account(
+        &self,
+        _region: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<crate::budget::AccountSnapshot, crate::budget::AccountError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut snapshot = locked(&self.snapshot).clone();
+        snapshot.fetched_at = now;
+        Ok(snapshot)
+    }
+}
+
+/// An account check answering what the test sets (ready by default).
+pub struct FakeGate {
+    pub verdict: Mutex<crate::budget::AccountVerdict>,
+}
+
+impl Default for FakeGate {
+    fn default() -> Self {
+        FakeGate {
+            verdict: Mutex::new(crate::budget::AccountVerdict::Ready),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::budget::AccountGate for FakeGate {
+    async fn verdict(
+        &self,
+        _region: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> Result<crate::budget::AccountVerdict, crate::budget::BudgetError> {
+        Ok(locked(&self.verdict).clone())
     }
 }

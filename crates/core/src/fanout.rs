@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{AccountGate, AccountVerdict, BudgetError};
 use crate::campaign::{Campaign, CampaignErrors};
 use crate::contact::Attributes;
 use crate::ids::{CampaignId, RunId, RunRef};
@@ -59,6 +60,9 @@ pub struct FanoutPorts<'a> {
     pub runs: &'a dyn RunStore,
     pub contacts: &'a dyn ContactStore,
     pub queue: &'a dyn JobQueue,
+    /// The SES account check: an unhealthy account stops the run, a used-up daily quota
+    /// makes it wait.
+    pub account: &'a dyn AccountGate,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,6 +104,8 @@ pub enum FanoutError {
     Queue(#[from] QueueError),
     #[error("the fan-out lease of run {0} was lost to another invocation")]
     LeaseLost(RunRef),
+    #[error("the SES account could not be checked: {0}")]
+    Account(#[from] BudgetError),
 }
 
 /// Keeps only the attributes the template reads (`wanted`): SQS carries no more than the
@@ -156,7 +162,37 @@ pub async fn fan_out(
             progress: record.progress,
         });
     }
-    if !record.state.allows_sending() {
+    if record.state.allows_sending() {
+        match ports
+            .account
+            .verdict(campaign.ses.region.as_deref(), now())
+            .await?
+        {
+            AccountVerdict::Ready => {}
+            AccountVerdict::Unhealthy { reason } => {
+                let reason = format!("account not fit to send: {reason}");
+                tracing::error!(run = %run, "run not started: {reason}");
+                ports.runs.pause(&run, &reason, now()).await?;
+                return Ok(FanoutOutcome::Stopped {
+                    run,
+                    state: RunState::Paused,
+                });
+            }
+            AccountVerdict::QuotaExhausted { resume_at } => {
+                // The audience is enqueued all the same; its messages wait on the queue.
+                tracing::warn!(run = %run, resume_at = %resume_at, "the 24-hour SES quota is used up; run waits for quota");
+                ports
+                    .runs
+                    .wait_for_quota(
+                        &run,
+                        "the account's 24-hour SES sending quota is used up",
+                        resume_at,
+                        now(),
+                    )
+                    .await?;
+            }
+        }
+    } else if !record.state.allows_fanout() {
         return Ok(FanoutOutcome::Stopped {
             run,
             state: record.state,

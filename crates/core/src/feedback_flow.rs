@@ -260,7 +260,8 @@ async fn count_and_judge(
         tracing::warn!(run = %run, "feedback for a run that does not exist; counters not kept");
         return Ok(None);
     };
-    if !record.state.allows_sending() {
+    // A run waiting for quota still has mail out there whose feedback counts.
+    if !record.state.allows_fanout() {
         return Ok(None);
     }
     let guardrails = match cache

@@ -2,6 +2,7 @@
 //! ledger and its rules, and the ports the AWS adapters implement. Nothing here talks to AWS, so
 //! every business rule is reachable by a unit test.
 
+pub mod budget;
 pub mod campaign;
 pub mod contact;
 pub mod email;

@@ -125,6 +125,22 @@ pub trait RunStore: Send + Sync {
     /// Pauses a run that is fanning out or sending, with the reason.
     async fn pause(&self, run: &RunRef, reason: &str, now: DateTime<Utc>)
     -> Result<(), StoreError>;
+    /// Moves a run that is fanning out or sending to `waiting_for_quota`, with the reason and
+    /// the time SES should have room again; any other run is left as it is.
+    async fn wait_for_quota(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        resume_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Moves a run waiting for quota back to `sending` (or `fanning_out` when its fan-out is
+    /// not complete); `Ok(false)` when it was not waiting.
+    async fn resume_after_quota(
+        &self,
+        run: &RunRef,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// The campaign's runs, newest first.
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError>;
     /// Adds `delta` to the run's feedback counters; the run as it stands afterwards, or `None`

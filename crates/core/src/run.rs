@@ -17,6 +17,9 @@ pub enum RunState {
     FanningOut,
     /// Everything is enqueued; senders are working through the queue.
     Sending,
+    /// The account's 24-hour SES quota is used up: nothing is sent until it has room again
+    /// (`resume_at` says when that is expected); then the run carries on by itself.
+    WaitingForQuota,
     /// Stopped with a reason; nothing is sent until it is resumed.
     Paused,
     /// Stopped for good.
@@ -28,6 +31,7 @@ impl RunState {
         match self {
             RunState::FanningOut => "fanning_out",
             RunState::Sending => "sending",
+            RunState::WaitingForQuota => "waiting_for_quota",
             RunState::Paused => "paused",
             RunState::Cancelled => "cancelled",
         }
@@ -36,6 +40,12 @@ impl RunState {
     /// Whether senders may send for a run in this state.
     pub fn allows_sending(self) -> bool {
         matches!(self, RunState::FanningOut | RunState::Sending)
+    }
+
+    /// Whether the fan-out carries on enqueueing: a run waiting for quota is still enqueued,
+    /// its messages wait on the queue.
+    pub fn allows_fanout(self) -> bool {
+        self.allows_sending() || self == RunState::WaitingForQuota
     }
 }
 
@@ -51,6 +61,7 @@ impl FromStr for RunState {
         [
             RunState::FanningOut,
             RunState::Sending,
+            RunState::WaitingForQuota,
             RunState::Paused,
             RunState::Cancelled,
         ]
@@ -85,6 +96,9 @@ pub struct RunRecord {
     pub list: ListId,
     pub state: RunState,
     pub pause_reason: Option<String>,
+    /// For a run waiting for quota: when SES should have room again.
+    #[serde(default)]
+    pub resume_at: Option<DateTime<Utc>>,
     pub progress: FanoutProgress,
     /// Where the fan-out continues: an opaque page token of the contact store.
     pub cursor: Option<String>,
@@ -105,6 +119,7 @@ impl RunRecord {
             list,
             state: RunState::FanningOut,
             pause_reason: None,
+            resume_at: None,
             progress: FanoutProgress::default(),
             cursor: None,
             fanout_complete: false,
@@ -185,5 +200,12 @@ mod tests {
         assert!(!RunState::Paused.allows_sending());
         assert!(!RunState::Cancelled.allows_sending());
         assert_eq!("paused".parse::<RunState>(), Ok(RunState::Paused));
+        assert!(!RunState::WaitingForQuota.allows_sending());
+        assert!(RunState::WaitingForQuota.allows_fanout());
+        assert!(!RunState::Paused.allows_fanout());
+        assert_eq!(
+            "waiting_for_quota".parse::<RunState>(),
+            Ok(RunState::WaitingForQuota)
+        );
     }
 }

@@ -2,17 +2,19 @@
 //! in a terminal ledger state or goes back to the queue; none is sent twice and none is lost.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::budget::{
+    AccountGate, AccountSource, AccountVerdict, Budget, BudgetError, BudgetSettings, BudgetStore,
+    NoSlot, Pacer, sleep_until_us,
+};
 use crate::campaign::Campaign;
 use crate::email::EmailAddress;
 use crate::ids::{CampaignId, RunRef};
@@ -41,6 +43,8 @@ pub struct SendSettings {
     pub reserve: Duration,
     /// How long a loaded campaign is trusted before it is read again.
     pub campaign_ttl: Duration,
+    /// The account-wide send budget.
+    pub budget: BudgetSettings,
 }
 
 impl Default for SendSettings {
@@ -51,6 +55,7 @@ impl Default for SendSettings {
             retry_max: Duration::from_secs(300),
             reserve: Duration::from_secs(5),
             campaign_ttl: Duration::from_secs(60),
+            budget: BudgetSettings::default(),
         }
     }
 }
@@ -61,23 +66,36 @@ impl SendSettings {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
         self.retry_base.saturating_mul(factor).min(self.retry_max)
     }
+
+    /// Delay before recipients of a run waiting for quota are looked at again: until SES
+    /// should have room, but no longer than the recheck interval (and SQS's 15 minutes).
+    pub fn quota_delay(&self, resume_at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+        let until = (resume_at - now).to_std().unwrap_or_default();
+        until
+            .min(self.budget.quota_recheck)
+            .min(Duration::from_secs(900))
+            .max(self.retry_base)
+    }
 }
 
-/// Per-instance bounds, kept for the life of the container: how many sends run at once and
-/// how many start per second.
+/// Per-instance state kept for the life of the container: how many recipients are worked on
+/// at once, and this instance's slots of the shared send budget.
 pub struct Throttle {
     concurrency: Semaphore,
-    rate: Option<DefaultDirectRateLimiter>,
+    pacer: Pacer,
 }
 
 impl Throttle {
-    pub fn new(concurrency: usize, per_second: Option<NonZeroU32>) -> Throttle {
+    pub fn new(concurrency: usize) -> Throttle {
         Throttle {
             concurrency: Semaphore::new(concurrency.max(1)),
-            rate: per_second.map(|rate| RateLimiter::direct(Quota::per_second(rate))),
+            pacer: Pacer::default(),
         }
     }
 }
+
+/// Throttling answers one recipient may meet in one attempt before it goes back to the queue.
+const THROTTLED_SENDS_PER_ATTEMPT: u32 = 3;
 
 /// Campaigns loaded by this container, trusted for `campaign_ttl`.
 #[derive(Default)]
@@ -138,6 +156,8 @@ pub struct SendPorts<'a> {
     pub contacts: &'a dyn ContactStore,
     pub sender: &'a dyn EmailSender,
     pub queue: &'a dyn JobQueue,
+    pub budget: &'a dyn BudgetStore,
+    pub account: &'a dyn AccountSource,
 }
 
 /// What happened to a job's recipients.
@@ -157,6 +177,10 @@ pub struct JobReport {
     /// Accepted by SES but the ledger could not record it: left `claimed`, so it turns
     /// `uncertain`, never resent.
     pub unrecorded: u32,
+    /// Budget slots given up because the send was not ready in time for them.
+    pub missed_slots: u32,
+    /// The latest a send left after its slot, in milliseconds (within the tolerance).
+    pub max_lateness_ms: u32,
 }
 
 impl JobReport {
@@ -191,6 +215,10 @@ pub enum JobFailure {
     Requeue(QueueError),
     #[error("the ledger refused a write: {0}")]
     Ledger(String),
+    #[error("the account check failed: {0}")]
+    Account(BudgetError),
+    #[error("a run waiting for quota could not be resumed: {0}")]
+    Resume(StoreError),
 }
 
 /// The job names something that does not exist: it is recorded and acknowledged, not retried.
@@ -239,8 +267,12 @@ struct Shared<'a> {
     campaign: &'a Campaign,
     /// Set when SES says the account or settings stop all sending: no further call this job.
     stopped: AtomicBool,
-    /// Set when SES says the daily quota is used up: the put-back waits as long as it may.
-    quota_exhausted: AtomicBool,
+    /// Set when the daily quota is used up: when SES should have room again.
+    quota_until: Mutex<Option<DateTime<Utc>>>,
+    /// Set when SES itself refused a send for the quota: slots already held are no good.
+    quota_refused: AtomicBool,
+    missed_slots: AtomicU32,
+    max_lateness_us: AtomicU32,
 }
 
 pub async fn process_job(
@@ -252,7 +284,7 @@ pub async fn process_job(
     ctx: &JobContext<'_>,
 ) -> Result<JobReport, JobError> {
     let run = job.run();
-    let record = ports
+    let mut record = ports
         .runs
         .get(&run)
         .await
@@ -262,6 +294,56 @@ pub async fn process_job(
         })?
         .ok_or_else(|| JobRejection::UnknownRun(run.clone()))?;
     let mut report = JobReport::default();
+    if record.state == RunState::WaitingForQuota {
+        let campaign = match cache
+            .load(ports.campaigns, &job.campaign_id, settings.campaign_ttl)
+            .await
+        {
+            Ok(campaign) => campaign,
+            Err(CampaignLoadError::Store(err)) => return Err(JobFailure::Campaign(err).into()),
+            Err(other) => return Err(JobRejection::Campaign(other).into()),
+        };
+        let budget = Budget {
+            store: ports.budget,
+            account: ports.account,
+            settings: &settings.budget,
+        };
+        let now = (ctx.now)();
+        match budget
+            .verdict(campaign.ses.region.as_deref(), now)
+            .await
+            .map_err(JobFailure::Account)?
+        {
+            AccountVerdict::Ready => {
+                if ports
+                    .runs
+                    .resume_after_quota(&run, now)
+                    .await
+                    .map_err(JobFailure::Resume)?
+                {
+                    tracing::info!(run = %run, "the SES quota has room again; run resumed");
+                }
+                record.state = RunState::Sending;
+            }
+            AccountVerdict::QuotaExhausted { resume_at } => {
+                let delay = settings.quota_delay(resume_at, now);
+                ports
+                    .queue
+                    .enqueue_delayed(&job, delay)
+                    .await
+                    .map_err(JobFailure::Requeue)?;
+                report.held = job.recipients.len() as u32;
+                tracing::info!(run = %run, resume_at = %resume_at, delay_s = delay.as_secs(), recipients = report.held, "waiting for quota; job held");
+                return Ok(report);
+            }
+            AccountVerdict::Unhealthy { reason } => {
+                if let Err(err) = ports.runs.pause(&run, &reason, now).await {
+                    tracing::error!(run = %run, error = %err, "run could not be paused");
+                }
+                record.state = RunState::Paused;
+            }
+        }
+    }
     if !record.state.allows_sending() {
         report.held = job.recipients.len() as u32;
         if record.state == RunState::Paused {
@@ -298,7 +380,10 @@ pub async fn process_job(
         run: run.clone(),
         campaign: &campaign,
         stopped: AtomicBool::new(false),
-        quota_exhausted: AtomicBool::new(false),
+        quota_until: Mutex::new(None),
+        quota_refused: AtomicBool::new(false),
+        missed_slots: AtomicU32::new(0),
+        max_lateness_us: AtomicU32::new(0),
     };
     let steps = join_all(job.recipients.iter().map(|recipient| {
         let reason = suppressed.get(&recipient.email).map(String::as_str);
@@ -306,6 +391,8 @@ pub async fn process_job(
     }))
     .await;
 
+    report.missed_slots = shared.missed_slots.load(Ordering::Relaxed);
+    report.max_lateness_ms = shared.max_lateness_us.load(Ordering::Relaxed) / 1000;
     let mut retry = Vec::new();
     let mut held = false;
     for (recipient, step) in job.recipients.iter().zip(steps) {
@@ -326,10 +413,11 @@ pub async fn process_job(
     }
     if !retry.is_empty() {
         let next = SendJob::new(&run, job.attempt + 1, retry);
-        let delay = if held || shared.quota_exhausted.load(Ordering::Relaxed) {
-            settings.retry_max
-        } else {
-            settings.retry_delay(next.attempt)
+        let quota_until = *shared.quota_until.lock().expect("quota lock");
+        let delay = match quota_until {
+            _ if held => settings.retry_max,
+            Some(resume_at) => settings.quota_delay(resume_at, (ctx.now)()),
+            None => settings.retry_delay(next.attempt),
         };
         ports
             .queue
@@ -342,25 +430,141 @@ pub async fn process_job(
 }
 
 impl Shared<'_> {
-    async fn recipient(&self, recipient: &JobRecipient, suppressed: Option<&str>) -> Step {
-        let _permit = self
-            .throttle
+    async fn permit(&self) -> SemaphorePermit<'_> {
+        self.throttle
             .concurrency
             .acquire()
             .await
-            .expect("the semaphore is never closed");
-        // Checked before any write: a claim that is released at once costs two writes.
-        if self.stopped.load(Ordering::Relaxed) {
-            return Step::Held;
+            .expect("the semaphore is never closed")
+    }
+
+    fn quota_waiting(&self) -> bool {
+        self.quota_until.lock().expect("quota lock").is_some()
+    }
+
+    /// Whether to stop before taking a slot: the run stopped, the quota is used up, or the
+    /// time left is too short.
+    fn halt(&self) -> Option<Step> {
+        if self.quota_waiting() {
+            return Some(Step::Retry);
         }
-        if self.quota_exhausted.load(Ordering::Relaxed)
+        self.halt_holding_slot()
+    }
+
+    /// Whether to stop with a slot in hand: a slot is within the budget's quota, so only a
+    /// stopped run, SES's own quota refusal or the time stop it.
+    fn halt_holding_slot(&self) -> Option<Step> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Some(Step::Held);
+        }
+        if self.quota_refused.load(Ordering::Relaxed)
             || (self.ctx.time_left)() < self.settings.reserve
         {
-            return Step::Retry;
+            return Some(Step::Retry);
+        }
+        None
+    }
+
+    fn budget(&self) -> Budget<'_> {
+        Budget {
+            store: self.ports.budget,
+            account: self.ports.account,
+            settings: &self.settings.budget,
+        }
+    }
+
+    fn region(&self) -> Option<&str> {
+        self.campaign.ses.region.as_deref()
+    }
+
+    /// A slot of the send budget, or the step to take when there is none to be had.
+    async fn slot(&self) -> Result<i64, Step> {
+        let usable = (self.ctx.time_left)().saturating_sub(self.settings.reserve);
+        let deadline_us = (self.ctx.now)().timestamp_micros()
+            + i64::try_from(usable.as_micros()).unwrap_or(i64::MAX);
+        let slot = self
+            .throttle
+            .pacer
+            .slot(
+                &self.budget(),
+                self.region(),
+                &self.run,
+                self.campaign.limits.send_rate,
+                deadline_us,
+                self.ctx.now,
+            )
+            .await;
+        match slot {
+            Ok(slot) => Ok(slot),
+            Err(NoSlot::Deadline) => Err(Step::Retry),
+            Err(NoSlot::QuotaExhausted { resume_at }) => {
+                self.wait_for_quota(resume_at).await;
+                Err(Step::Retry)
+            }
+            Err(NoSlot::Unhealthy { reason }) => {
+                self.stop_run(&format!("account not fit to send: {reason}"))
+                    .await;
+                Err(Step::Held)
+            }
+            Err(NoSlot::Budget(err)) => {
+                // Never send unpaced: without the budget, the recipient waits.
+                tracing::warn!(run = %self.run, error = %err, "send budget unavailable; recipient put back");
+                Err(Step::Retry)
+            }
+        }
+    }
+
+    /// The first caller moves the run to `waiting_for_quota`; every later recipient of this
+    /// job goes back to the queue.
+    async fn wait_for_quota(&self, resume_at: DateTime<Utc>) {
+        let first = {
+            let mut until = self.quota_until.lock().expect("quota lock");
+            let first = until.is_none();
+            *until = Some(resume_at);
+            first
+        };
+        if first {
+            tracing::warn!(run = %self.run, resume_at = %resume_at, "the 24-hour SES quota is used up; run waits for quota");
+            if let Err(err) = self
+                .ports
+                .runs
+                .wait_for_quota(
+                    &self.run,
+                    "the account's 24-hour SES sending quota is used up",
+                    resume_at,
+                    (self.ctx.now)(),
+                )
+                .await
+            {
+                tracing::error!(run = %self.run, error = %err, "run could not be set to wait for quota");
+            }
+        }
+    }
+
+    /// The first caller pauses the run with `reason`; no further send goes out this job.
+    async fn stop_run(&self, reason: &str) {
+        if !self.stopped.swap(true, Ordering::Relaxed) {
+            tracing::error!(run = %self.run, "pausing run: {reason}");
+            if let Err(store) = self
+                .ports
+                .runs
+                .pause(&self.run, reason, (self.ctx.now)())
+                .await
+            {
+                tracing::error!(run = %self.run, error = %store, "run could not be paused");
+            }
+        }
+    }
+
+    async fn recipient(&self, recipient: &JobRecipient, suppressed: Option<&str>) -> Step {
+        // Checked before any write: a claim that is released at once costs two writes.
+        if let Some(step) = self.halt() {
+            return step;
         }
         let email = &recipient.email;
-        let now = (self.ctx.now)();
         if let Some(reason) = suppressed {
+            let _permit = self.permit().await;
+            let now = (self.ctx.now)();
             return match self
                 .ports
                 .ledger
@@ -372,21 +576,37 @@ impl Shared<'_> {
                 Err(err) => self.store_trouble("record suppressed", email, &err),
             };
         }
-        match self
-            .ports
-            .ledger
-            .claim(&self.run, email, self.ctx.token, now)
-            .await
+        // The slot first: waiting for one holds neither a claim nor a permit.
+        let mut slot = match self.slot().await {
+            Ok(slot) => slot,
+            Err(step) => return step,
+        };
+        // The claim just ahead of the slot, so the send can leave on time; permits are held
+        // for the calls only, never across a wait for a slot.
+        let lead_us = i64::try_from(self.settings.budget.lead.as_micros()).unwrap_or(0);
+        sleep_until_us(slot - lead_us, self.ctx.now).await;
         {
-            Ok(ClaimResult::Claimed) => {}
-            Ok(ClaimResult::Existing(existing)) => {
-                if judge_existing(&existing, self.ctx.token, now, self.settings.claim_timeout)
-                    != ExistingClaim::Ours
-                {
-                    return self.existing(email, &existing, now).await;
-                }
+            let _permit = self.permit().await;
+            if let Some(step) = self.halt_holding_slot() {
+                return step;
             }
-            Err(err) => return self.store_trouble("claim", email, &err),
+            let now = (self.ctx.now)();
+            match self
+                .ports
+                .ledger
+                .claim(&self.run, email, self.ctx.token, now)
+                .await
+            {
+                Ok(ClaimResult::Claimed) => {}
+                Ok(ClaimResult::Existing(existing)) => {
+                    if judge_existing(&existing, self.ctx.token, now, self.settings.claim_timeout)
+                        != ExistingClaim::Ours
+                    {
+                        return self.existing(email, &existing, now).await;
+                    }
+                }
+                Err(err) => return self.store_trouble("claim", email, &err),
+            }
         }
         // From here on we hold the claim: every path ends it.
         let rendered = match self.campaign.template.render(email, &recipient.attributes) {
@@ -398,40 +618,79 @@ impl Shared<'_> {
                     .await;
             }
         };
-        if let Some(rate) = &self.throttle.rate {
-            rate.until_ready().await;
-        }
-        // The wait for the rate may have used up the time, or another send stopped the run.
-        if self.stopped.load(Ordering::Relaxed) {
-            return self.release(email, Step::Held).await;
-        }
-        if (self.ctx.time_left)() < self.settings.reserve {
-            return self.release(email, Step::Retry).await;
-        }
         let outbound = self.outbound(email, rendered);
-        match self.ports.sender.send(&outbound).await {
-            Ok(ses_message_id) => {
-                let step = self
-                    .finish(email, &Outcome::Sent { ses_message_id }, Step::Sent)
-                    .await;
-                if let Err(err) = self
-                    .ports
-                    .contacts
-                    .record_last_sent(
-                        &self.campaign.list,
-                        email,
-                        &self.run,
-                        "sent",
-                        (self.ctx.now)(),
-                    )
-                    .await
-                {
-                    tracing::warn!(run = %self.run, to = %shown(email), error = %err, "last-sent not recorded on the contact");
-                }
-                step
+        let late_us = i64::try_from(self.settings.budget.late_tolerance.as_micros()).unwrap_or(0);
+        let mut throttled = 0;
+        loop {
+            sleep_until_us(slot, self.ctx.now).await;
+            let permit = self.permit().await;
+            let lateness = (self.ctx.now)().timestamp_micros() - slot;
+            if lateness > late_us {
+                // Too late for this slot: sent now, it could crowd the slots after it.
+                self.missed_slots.fetch_add(1, Ordering::Relaxed);
+                drop(permit);
+                slot = match self.slot().await {
+                    Ok(slot) => slot,
+                    Err(step) => return self.release(email, step).await,
+                };
+                continue;
             }
-            Err(err) => self.refused(email, err).await,
+            self.max_lateness_us.fetch_max(
+                u32::try_from(lateness.max(0)).unwrap_or(u32::MAX),
+                Ordering::Relaxed,
+            );
+            // The wait may have used up the time, or another send stopped the run.
+            if let Some(step) = self.halt_holding_slot() {
+                return self.release(email, step).await;
+            }
+            match self.ports.sender.send(&outbound).await {
+                Ok(ses_message_id) => return self.sent(email, ses_message_id).await,
+                Err(err)
+                    if err.class == SendErrorClass::Throttled
+                        && throttled + 1 < THROTTLED_SENDS_PER_ATTEMPT =>
+                {
+                    throttled += 1;
+                    drop(permit);
+                    self.throttled(email, &err).await;
+                    slot = match self.slot().await {
+                        Ok(slot) => slot,
+                        Err(step) => return self.release(email, step).await,
+                    };
+                }
+                Err(err) => return self.refused(email, err).await,
+            }
         }
+    }
+
+    /// SES throttled a send: every instance slows down, and this one drops the slots it
+    /// holds at the old rate.
+    async fn throttled(&self, email: &EmailAddress, err: &SendError) {
+        tracing::info!(run = %self.run, to = %shown(email), code = %err.code, "send throttled; the budget backs off");
+        self.throttle.pacer.forget(&self.run);
+        if let Err(store) = self.budget().throttled(self.region(), self.ctx.now).await {
+            tracing::warn!(run = %self.run, error = %store, "throttling not recorded in the send budget");
+        }
+    }
+
+    async fn sent(&self, email: &EmailAddress, ses_message_id: String) -> Step {
+        let step = self
+            .finish(email, &Outcome::Sent { ses_message_id }, Step::Sent)
+            .await;
+        if let Err(err) = self
+            .ports
+            .contacts
+            .record_last_sent(
+                &self.campaign.list,
+                email,
+                &self.run,
+                "sent",
+                (self.ctx.now)(),
+            )
+            .await
+        {
+            tracing::warn!(run = %self.run, to = %shown(email), error = %err, "last-sent not recorded on the contact");
+        }
+        step
     }
 
     /// A record was there before us: done already, someone else's live claim, or an
@@ -464,13 +723,25 @@ impl Shared<'_> {
 
     async fn refused(&self, email: &EmailAddress, err: SendError) -> Step {
         match err.class {
-            SendErrorClass::Throttled | SendErrorClass::Transient => {
+            SendErrorClass::Throttled => {
+                self.throttled(email, &err).await;
+                self.release(email, Step::Retry).await
+            }
+            SendErrorClass::Transient => {
                 tracing::info!(run = %self.run, to = %shown(email), code = %err.code, "send deferred");
                 self.release(email, Step::Retry).await
             }
             SendErrorClass::QuotaExhausted => {
-                self.quota_exhausted.store(true, Ordering::Relaxed);
-                tracing::warn!(run = %self.run, to = %shown(email), code = %err.code, "daily quota used up; send deferred");
+                tracing::warn!(run = %self.run, to = %shown(email), code = %err.code, "SES refused the send for the daily quota");
+                self.quota_refused.store(true, Ordering::Relaxed);
+                let resume_at = (self.ctx.now)()
+                    + chrono::Duration::from_std(self.settings.budget.quota_recheck)
+                        .unwrap_or_default();
+                self.wait_for_quota(resume_at).await;
+                let budget = self.budget();
+                if let Err(store) = budget.quota_refused(self.region(), self.ctx.now).await {
+                    tracing::warn!(run = %self.run, error = %store, "quota refusal not recorded in the send budget");
+                }
                 self.release(email, Step::Retry).await
             }
             SendErrorClass::OutcomeUnknown => {
@@ -496,19 +767,7 @@ impl Shared<'_> {
                     .await
             }
             SendErrorClass::Fatal => {
-                let first = !self.stopped.swap(true, Ordering::Relaxed);
-                if first {
-                    let reason = format!("SES refused sending: {err}");
-                    tracing::error!(run = %self.run, code = %err.code, "pausing run: {reason}");
-                    if let Err(store) = self
-                        .ports
-                        .runs
-                        .pause(&self.run, &reason, (self.ctx.now)())
-                        .await
-                    {
-                        tracing::error!(run = %self.run, error = %store, "run could not be paused");
-                    }
-                }
+                self.stop_run(&format!("SES refused sending: {err}")).await;
                 self.release(email, Step::Held).await
             }
         }

@@ -19,6 +19,7 @@ struct World {
     runs: FakeRuns,
     contacts: FakeContacts,
     queue: FakeQueue,
+    gate: FakeGate,
 }
 
 impl World {
@@ -28,6 +29,7 @@ impl World {
             runs: FakeRuns::default(),
             contacts: FakeContacts::with(&list(), contacts(n)),
             queue: FakeQueue::default(),
+            gate: FakeGate::default(),
         };
         world.campaigns.create(&definition()).await.unwrap();
         world
@@ -39,6 +41,7 @@ impl World {
             runs: &self.runs,
             contacts: &self.contacts,
             queue: &self.queue,
+            account: &self.gate,
         }
     }
 }
@@ -332,4 +335,57 @@ async fn when_the_campaign_is_unknown_then_the_error_names_it() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("'autumn'"), "{err}");
+}
+
+#[tokio::test]
+async fn when_the_account_is_unhealthy_then_the_run_is_paused_with_the_reason_and_nothing_enqueued()
+{
+    let world = World::new(100).await;
+    *world.gate.verdict.lock().unwrap() = hikyaku_core::budget::AccountVerdict::Unhealthy {
+        reason: "SES enforcement status of the account is SHUTDOWN".into(),
+    };
+    let outcome = fan_out(
+        &world.ports(),
+        &request(),
+        &settings(50),
+        "f1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        FanoutOutcome::Stopped {
+            state: RunState::Paused,
+            ..
+        }
+    ));
+    let record = world.runs.get(&request().run()).await.unwrap().unwrap();
+    assert_eq!(record.state, RunState::Paused);
+    assert!(record.pause_reason.unwrap().contains("SHUTDOWN"));
+    assert!(enqueued(&world).is_empty());
+}
+
+#[tokio::test]
+async fn when_the_daily_quota_is_used_up_then_the_audience_is_enqueued_and_the_run_waits() {
+    let world = World::new(100).await;
+    let resume_at = Utc::now() + chrono::Duration::hours(3);
+    *world.gate.verdict.lock().unwrap() =
+        hikyaku_core::budget::AccountVerdict::QuotaExhausted { resume_at };
+    fan_out(
+        &world.ports(),
+        &request(),
+        &settings(50),
+        "f1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let record = world.runs.get(&request().run()).await.unwrap().unwrap();
+    assert_eq!(record.state, RunState::WaitingForQuota);
+    assert_eq!(record.resume_at, Some(resume_at));
+    assert!(record.fanout_complete);
+    assert_eq!(enqueued(&world).len() as u64, record.progress.selected);
 }

@@ -24,6 +24,8 @@ struct World {
     contacts: FakeContacts,
     sender: FakeSender,
     queue: FakeQueue,
+    budget: FakeBudgetStore,
+    account: FakeAccount,
     throttle: Throttle,
     cache: CampaignCache,
     settings: SendSettings,
@@ -46,7 +48,9 @@ impl World {
             contacts: FakeContacts::default(),
             sender: FakeSender::default(),
             queue: FakeQueue::default(),
-            throttle: Throttle::new(4, None),
+            budget: FakeBudgetStore::default(),
+            account: FakeAccount::default(),
+            throttle: Throttle::new(4),
             cache: CampaignCache::default(),
             settings: SendSettings::default(),
         };
@@ -66,7 +70,17 @@ impl World {
             contacts: &self.contacts,
             sender: &self.sender,
             queue: &self.queue,
+            budget: &self.budget,
+            account: &self.account,
         }
+    }
+
+    fn budget_state(&self) -> hikyaku_core::budget::BudgetState {
+        self.budget.items.lock().unwrap()["default"].clone()
+    }
+
+    fn run_record(&self) -> RunRecord {
+        self.runs.runs.lock().unwrap()[&run()].clone()
     }
 
     async fn process(&self, job: SendJob, token: &str) -> Result<JobReport, JobError> {
@@ -250,8 +264,11 @@ async fn when_ses_throttles_then_recipients_are_retried_later_and_none_fails() {
     *world.sender.throttle_every.lock().unwrap() = Some(3);
     let all = addresses(50);
     let first = world.process(job(&refs(&all)), "t1").await.unwrap();
-    assert!(first.requeued > 0);
     assert_eq!(first.failed, 0);
+    // Every instance slows down: the shared budget recorded the throttling and backed off.
+    let budget = world.budget_state();
+    assert!(budget.throttles > 0);
+    assert!(budget.factor < 1.0);
     world.drain_requeued().await;
     let counts = world.sent_counts();
     assert_eq!(counts.len(), 50, "nothing lost");
@@ -429,7 +446,7 @@ async fn when_ses_gives_no_answer_then_the_recipient_is_uncertain_and_never_rese
 }
 
 #[tokio::test]
-async fn when_the_daily_quota_is_used_up_then_recipients_wait_the_longest_delay() {
+async fn when_ses_refuses_for_the_daily_quota_then_the_run_waits_for_quota() {
     let world = World::new().await;
     world.sender.refuse.lock().unwrap().insert(
         email("r00@example.com"),
@@ -443,7 +460,11 @@ async fn when_the_daily_quota_is_used_up_then_recipients_wait_the_longest_delay(
     assert_eq!((report.sent, report.requeued, report.failed), (0, 2, 0));
     let delayed = world.queue.take_delayed();
     assert_eq!(delayed.len(), 1);
-    assert_eq!(delayed[0].1, world.settings.retry_max);
+    let recheck = world.settings.budget.quota_recheck;
+    assert!(delayed[0].1 <= recheck && delayed[0].1 > recheck - Duration::from_secs(5));
+    assert_eq!(world.run_record().state, RunState::WaitingForQuota);
+    assert!(world.run_record().resume_at.is_some());
+    assert!(world.budget_state().quota_refused_at.is_some());
     assert_eq!(world.state("r00@example.com"), None, "claim released");
     assert_eq!(world.state("r01@example.com"), None, "never claimed");
 }
@@ -583,4 +604,91 @@ fn retry_delays_double_up_to_the_maximum() {
     assert_eq!(settings.retry_delay(1), Duration::from_secs(2));
     assert_eq!(settings.retry_delay(2), Duration::from_secs(4));
     assert_eq!(settings.retry_delay(30), Duration::from_secs(300));
+}
+
+/// As if the snapshot's minute had passed.
+fn expire_account_snapshot(world: &World) {
+    let mut items = world.budget.items.lock().unwrap();
+    let account = items.get_mut("default").unwrap().account.as_mut().unwrap();
+    account.fetched_at -= chrono::Duration::hours(1);
+}
+
+fn set_account(world: &World, change: impl FnOnce(&mut hikyaku_core::budget::AccountSnapshot)) {
+    change(&mut world.account.snapshot.lock().unwrap());
+}
+
+#[tokio::test]
+async fn sends_stop_at_the_daily_quota_and_the_run_resumes_by_itself_when_it_has_room() {
+    let world = World::new().await;
+    set_account(&world, |a| {
+        a.max_24_hour_send = 1000.0;
+        a.sent_last_24_hours = 990.0;
+    });
+    let all = addresses(30);
+    let report = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert_eq!((report.sent, report.requeued, report.failed), (10, 20, 0));
+    let record = world.run_record();
+    assert_eq!(record.state, RunState::WaitingForQuota);
+    let resume_at = record.resume_at.unwrap();
+    assert!(
+        resume_at > Utc::now() + chrono::Duration::hours(23),
+        "{resume_at}"
+    );
+
+    // Still no room: the job is held again, nobody is sent.
+    let delayed = world.queue.take_delayed();
+    assert_eq!(delayed.len(), 1);
+    let held = world.process(delayed[0].0.clone(), "t2").await.unwrap();
+    assert_eq!((held.sent, held.held), (0, 20));
+    assert_eq!(world.run_record().state, RunState::WaitingForQuota);
+
+    // The window rolled on: the run resumes and sends the rest, each once.
+    set_account(&world, |a| a.sent_last_24_hours = 0.0);
+    expire_account_snapshot(&world);
+    world.drain_requeued().await;
+    assert!(world.run_record().state.allows_sending());
+    assert_eq!(world.run_record().resume_at, None);
+    let counts = world.sent_counts();
+    assert_eq!(counts.len(), 30);
+    assert!(counts.values().all(|&n| n == 1), "nobody twice");
+}
+
+#[tokio::test]
+async fn an_unhealthy_account_pauses_the_run_with_the_reason_and_sends_nothing() {
+    let world = World::new().await;
+    set_account(&world, |a| a.enforcement_status = "SHUTDOWN".into());
+    let report = world
+        .process(job(&refs(&addresses(5))), "t1")
+        .await
+        .unwrap();
+    assert_eq!((report.sent, report.held), (0, 5));
+    let record = world.run_record();
+    assert_eq!(record.state, RunState::Paused);
+    assert!(
+        record.pause_reason.as_deref().unwrap().contains("SHUTDOWN"),
+        "{:?}",
+        record.pause_reason
+    );
+    assert!(world.sender.sent_to().is_empty());
+}
+
+#[tokio::test]
+async fn the_budget_costs_far_less_than_one_write_per_email() {
+    let world = World::new().await;
+    set_account(&world, |a| a.max_send_rate = 2_000.0);
+    let all = addresses(400);
+    let report = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert_eq!(report.sent, 400);
+    let writes = world
+        .budget
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(writes * 10 < 400, "{writes} budget writes for 400 emails");
+    assert_eq!(
+        world
+            .account
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }

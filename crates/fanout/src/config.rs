@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use hikyaku_aws::config::{ConfigError, Tables, address_display_from_env, env_parse_in, env_var};
+use hikyaku_aws::config::{
+    ConfigError, Tables, account_settings_from_env, address_display_from_env, env_parse_in, env_var,
+};
+use hikyaku_core::budget::BudgetSettings;
 use hikyaku_core::fanout::FanoutSettings;
 use hikyaku_core::job::MAX_RECIPIENTS_PER_JOB;
 use hikyaku_core::logging::AddressDisplay;
@@ -11,6 +14,8 @@ pub struct Config {
     pub tables: Tables,
     pub send_queue_url: String,
     pub settings: FanoutSettings,
+    /// The SES account check before a run enqueues.
+    pub budget: BudgetSettings,
     pub address_display: AddressDisplay,
 }
 
@@ -32,6 +37,7 @@ impl Config {
                     1..=600,
                 )?),
             },
+            budget: account_settings_from_env(BudgetSettings::default())?,
             address_display: address_display_from_env()?,
         })
     }

@@ -1,9 +1,11 @@
 //! Translates the invocation into the core fan-out and its outcome into the response. When
 //! time runs short the run is continued by an asynchronous invocation of this same function.
 
-use hikyaku_aws::dynamodb::{DynamoCampaigns, DynamoContacts, DynamoRuns};
+use hikyaku_aws::dynamodb::{DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoRuns};
 use hikyaku_aws::lambda::{FunctionInvoker, InvocationClock};
+use hikyaku_aws::ses::SesAccount;
 use hikyaku_aws::sqs::SqsJobQueue;
+use hikyaku_core::budget::{Budget, BudgetSettings};
 use hikyaku_core::fanout::{FanoutOutcome, FanoutPorts, FanoutRequest, FanoutSettings, fan_out};
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::{Value, json};
@@ -14,6 +16,9 @@ pub(crate) struct Deps {
     pub contacts: DynamoContacts,
     pub queue: SqsJobQueue,
     pub invoker: FunctionInvoker,
+    pub budget: DynamoBudget,
+    pub account: SesAccount,
+    pub budget_settings: BudgetSettings,
     pub settings: FanoutSettings,
 }
 
@@ -39,11 +44,17 @@ pub(crate) async fn function_handler(
             return Ok(json!({"status": "rejected", "error": problem}));
         }
     };
+    let account = Budget {
+        store: &deps.budget,
+        account: &deps.account,
+        settings: &deps.budget_settings,
+    };
     let ports = FanoutPorts {
         campaigns: &deps.campaigns,
         runs: &deps.runs,
         contacts: &deps.contacts,
         queue: &deps.queue,
+        account: &account,
     };
     let clock = InvocationClock::new(context.deadline);
     let time_left = move || clock.time_left();

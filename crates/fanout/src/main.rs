@@ -5,8 +5,9 @@ mod config;
 mod handler;
 
 use hikyaku_aws::config::load_sdk_config;
-use hikyaku_aws::dynamodb::{DynamoCampaigns, DynamoContacts, DynamoRuns};
+use hikyaku_aws::dynamodb::{DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoRuns};
 use hikyaku_aws::lambda::FunctionInvoker;
+use hikyaku_aws::ses::SesAccount;
 use hikyaku_aws::sqs::SqsJobQueue;
 use lambda_runtime::{Error, run, service_fn, tracing};
 
@@ -20,7 +21,10 @@ async fn main() -> Result<(), Error> {
     let deps = handler::Deps {
         campaigns: DynamoCampaigns::new(dynamodb.clone(), config.tables.campaigns.clone()),
         runs: DynamoRuns::new(dynamodb.clone(), config.tables.runs.clone()),
-        contacts: DynamoContacts::new(dynamodb, config.tables.contacts.clone()),
+        contacts: DynamoContacts::new(dynamodb.clone(), config.tables.contacts.clone()),
+        budget: DynamoBudget::new(dynamodb, config.tables.runs.clone()),
+        account: SesAccount::new(&sdk),
+        budget_settings: config.budget,
         queue: SqsJobQueue::new(
             aws_sdk_sqs::Client::new(&sdk),
             config.send_queue_url.clone(),

@@ -10,7 +10,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use clap::{Args, Parser, Subcommand};
 use hikyaku_local::lambda_proxy::{LambdaProxy, LambdaProxyConfig};
 use hikyaku_local::pump::{DuplicateDelivery, Pump, PumpConfig};
-use hikyaku_local::ses_proxy::{Faults, MailboxSimulator, SesProxy, SesProxyConfig};
+use hikyaku_local::ses_proxy::{AccountQuota, Faults, MailboxSimulator, SesProxy, SesProxyConfig};
 use hikyaku_local::setup::{self, LocalEndpoints, SetupOptions};
 use hikyaku_local::sns_pump::{SnsPump, SnsPumpConfig};
 use tracing_subscriber::EnvFilter;
@@ -158,10 +158,27 @@ struct ProxyArgs {
     /// Delay each SendEmail by this many milliseconds.
     #[arg(long, value_name = "MS")]
     delay_ms: Option<u64>,
+    /// The account's send rate (recipients a second): GetAccount's `MaxSendRate`, and beyond
+    /// it SendEmail answers 429 TooManyRequestsException.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 200.0)]
+    max_send_rate: f64,
+    /// The account's 24-hour quota (recipients; negative: unlimited): GetAccount's
+    /// `Max24HourSend`, and beyond it SendEmail answers LimitExceededException.
+    #[arg(
+        long,
+        value_name = "RECIPIENTS",
+        default_value_t = 1_000_000.0,
+        allow_negative_numbers = true
+    )]
+    max_24_hour_send: f64,
     /// Publish the SES events of every accepted SendEmail (mailbox simulator) to this SNS
     /// topic; without it no events are published.
     #[arg(long, env = "HIKYAKU_FEEDBACK_TOPIC_ARN", value_name = "ARN")]
     feedback_topic_arn: Option<String>,
+    /// No mailbox simulator, even with a feedback topic: accepted sends produce no SES events
+    /// (benchmarks of the send path alone).
+    #[arg(long)]
+    no_events: bool,
     /// Publish `Send` events too (by default, as in the deployed configuration set, only what
     /// happened after the send: deliveries, bounces, complaints, ...).
     #[arg(long)]
@@ -301,8 +318,16 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), BoxError> {
             pause_sending: args.pause_sending,
             delay_ms: args.delay_ms,
         },
+        account: AccountQuota {
+            max_send_rate: args.max_send_rate,
+            max_24_hour_send: args.max_24_hour_send,
+            ..AccountQuota::default()
+        },
     };
-    let simulator = match args.feedback_topic_arn.filter(|arn| !arn.is_empty()) {
+    let topic = args
+        .feedback_topic_arn
+        .filter(|arn| !arn.is_empty() && !args.no_events);
+    let simulator = match topic {
         Some(topic_arn) => {
             tracing::info!(topic = %topic_arn, "mailbox simulator publishes SES events");
             Some(

@@ -1,9 +1,10 @@
 //! The sender's settings, read once at cold start from its own environment variables.
 
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use hikyaku_aws::config::{ConfigError, Tables, address_display_from_env, env_parse_in, env_var};
+use hikyaku_aws::config::{
+    ConfigError, Tables, address_display_from_env, budget_settings_from_env, env_parse_in, env_var,
+};
 use hikyaku_core::logging::AddressDisplay;
 use hikyaku_core::send::SendSettings;
 
@@ -11,7 +12,6 @@ pub struct Config {
     pub tables: Tables,
     pub send_queue_url: String,
     pub concurrency: usize,
-    pub rate_per_second: Option<NonZeroU32>,
     pub settings: SendSettings,
     pub address_display: AddressDisplay,
 }
@@ -24,13 +24,8 @@ impl Config {
         Ok(Config {
             tables: Tables::from_env()?,
             send_queue_url: env_var("HIKYAKU_SEND_QUEUE_URL")?,
-            concurrency: env_parse_in("HIKYAKU_SEND_CONCURRENCY", 8, 1..=256)?,
-            // 0: no per-instance cap.
-            rate_per_second: NonZeroU32::new(env_parse_in(
-                "HIKYAKU_SEND_RATE_PER_INSTANCE",
-                0,
-                0..=100_000,
-            )?),
+            // Recipients worked on at once; the rate is the send budget's, account-wide.
+            concurrency: env_parse_in("HIKYAKU_SEND_CONCURRENCY", 16, 1..=256)?,
             settings: SendSettings {
                 // Must outlive the function timeout (at most 900 s), so a live sender's claim
                 // is never taken for an abandoned one.
@@ -51,6 +46,7 @@ impl Config {
                     60,
                     0..=3_600,
                 )?),
+                budget: budget_settings_from_env()?,
             },
             address_display: address_display_from_env()?,
         })

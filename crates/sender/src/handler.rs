@@ -7,10 +7,11 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use hikyaku_aws::dynamodb::{
-    DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns, DynamoSuppressions,
+    DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
+    DynamoSuppressions,
 };
 use hikyaku_aws::lambda::InvocationClock;
-use hikyaku_aws::ses::SesSender;
+use hikyaku_aws::ses::{SesAccount, SesSender};
 use hikyaku_aws::sqs::SqsJobQueue;
 use hikyaku_core::job::SendJob;
 use hikyaku_core::ports::{RejectLog, RejectedInput};
@@ -26,6 +27,8 @@ pub(crate) struct Deps {
     pub rejects: DynamoRejects,
     pub suppressions: DynamoSuppressions,
     pub contacts: DynamoContacts,
+    pub budget: DynamoBudget,
+    pub account: SesAccount,
     pub sender: SesSender,
     pub queue: SqsJobQueue,
     pub throttle: Throttle,
@@ -99,6 +102,8 @@ pub(crate) async fn function_handler(
         contacts: &deps.contacts,
         sender: &deps.sender,
         queue: &deps.queue,
+        budget: &deps.budget,
+        account: &deps.account,
     };
     let clock = InvocationClock::new(context.deadline);
     let time_left = move || clock.time_left();
@@ -131,7 +136,7 @@ pub(crate) fn batch_response(
         let id = message.message_id.clone().unwrap_or_default();
         match disposition {
             Disposition::Done(report) => {
-                tracing::info!(message_id = %id, sent = report.sent, failed = report.failed, suppressed = report.suppressed, already_done = report.already_done, uncertain = report.uncertain, requeued = report.requeued, held = report.held, "job done");
+                tracing::info!(message_id = %id, sent = report.sent, failed = report.failed, suppressed = report.suppressed, already_done = report.already_done, uncertain = report.uncertain, requeued = report.requeued, held = report.held, missed_slots = report.missed_slots, max_lateness_ms = report.max_lateness_ms, "job done");
             }
             Disposition::Rejected(_) => {}
             Disposition::Retry(reason) => {
@@ -169,6 +174,8 @@ address = "news@hikyaku.example"
         contacts: FakeContacts,
         sender: FakeSender,
         queue: FakeQueue,
+        budget: FakeBudgetStore,
+        account: FakeAccount,
         rejects: FakeRejects,
         settings: SendSettings,
         throttle: Throttle,
@@ -185,9 +192,11 @@ address = "news@hikyaku.example"
                 contacts: FakeContacts::default(),
                 sender: FakeSender::default(),
                 queue: FakeQueue::default(),
+                budget: FakeBudgetStore::default(),
+                account: FakeAccount::default(),
                 rejects: FakeRejects::default(),
                 settings: SendSettings::default(),
-                throttle: Throttle::new(4, None),
+                throttle: Throttle::new(4),
                 cache: CampaignCache::default(),
             };
             let definition = CampaignDefinition::from_toml_str(CAMPAIGN, None).unwrap();
@@ -216,6 +225,8 @@ address = "news@hikyaku.example"
                 contacts: &self.contacts,
                 sender: &self.sender,
                 queue: &self.queue,
+                budget: &self.budget,
+                account: &self.account,
             };
             let time_left = || Duration::from_secs(600);
             let mut results = Vec::new();

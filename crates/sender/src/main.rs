@@ -6,9 +6,10 @@ mod handler;
 
 use hikyaku_aws::config::load_sdk_config;
 use hikyaku_aws::dynamodb::{
-    DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns, DynamoSuppressions,
+    DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
+    DynamoSuppressions,
 };
-use hikyaku_aws::ses::SesSender;
+use hikyaku_aws::ses::{SesAccount, SesSender};
 use hikyaku_aws::sqs::SqsJobQueue;
 use hikyaku_core::send::{CampaignCache, Throttle};
 use lambda_runtime::{Error, run, service_fn, tracing};
@@ -27,13 +28,15 @@ async fn main() -> Result<(), Error> {
         ledger: DynamoLedger::new(dynamodb.clone(), tables.deliveries.clone()),
         rejects: DynamoRejects::new(dynamodb.clone(), tables.deliveries.clone()),
         suppressions: DynamoSuppressions::new(dynamodb.clone(), tables.suppressions.clone()),
-        contacts: DynamoContacts::new(dynamodb, tables.contacts.clone()),
+        contacts: DynamoContacts::new(dynamodb.clone(), tables.contacts.clone()),
+        budget: DynamoBudget::new(dynamodb, tables.runs.clone()),
+        account: SesAccount::new(&sdk),
         sender: SesSender::new(&sdk),
         queue: SqsJobQueue::new(
             aws_sdk_sqs::Client::new(&sdk),
             config.send_queue_url.clone(),
         ),
-        throttle: Throttle::new(config.concurrency, config.rate_per_second),
+        throttle: Throttle::new(config.concurrency),
         cache: CampaignCache::default(),
         settings: config.settings,
     };

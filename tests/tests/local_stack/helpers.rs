@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use hikyaku_aws::dynamodb::{
-    DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRuns, DynamoSuppressions,
+    DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRuns, DynamoSuppressions,
 };
 use hikyaku_aws::lambda::FunctionInvoker;
+use hikyaku_aws::ses::SesAccount;
 use hikyaku_aws::sqs::SqsJobQueue;
+use hikyaku_core::budget::{Budget, BudgetSettings};
 use hikyaku_core::campaign::CampaignDefinition;
 use hikyaku_core::contact::{AttrValue, Attributes, Contact, ListSchema};
 use hikyaku_core::email::EmailAddress;
@@ -49,6 +51,10 @@ pub struct Stack {
     pub ledger: DynamoLedger,
     pub suppressions: DynamoSuppressions,
     pub queue: SqsJobQueue,
+    /// The send budget's item, and SES GetAccount (answered by the SES proxy).
+    pub budget: DynamoBudget,
+    pub ses_account: SesAccount,
+    pub budget_settings: BudgetSettings,
     pub proxy: SesProxyClient,
     pub ses_store_url: String,
     pub watch_url: String,
@@ -108,6 +114,13 @@ impl Stack {
                 resources.suppressions_table.clone(),
             ),
             queue: SqsJobQueue::new(sqs.clone(), resources.send_queue_url.clone()),
+            budget: DynamoBudget::new(dynamodb.clone(), resources.runs_table.clone()),
+            ses_account: SesAccount::from_client(aws_sdk_sesv2::Client::from_conf(
+                aws_sdk_sesv2::config::Builder::from(&sdk)
+                    .endpoint_url(&proxy_url)
+                    .build(),
+            )),
+            budget_settings: BudgetSettings::default(),
             invoker: FunctionInvoker::new(lambda),
             proxy: SesProxyClient::new(proxy_url),
             http: reqwest::Client::new(),
@@ -141,6 +154,15 @@ impl Stack {
             }
         }
         counts
+    }
+
+    /// The account check the functions make, on the stack's budget item and SES proxy.
+    pub fn account_gate(&self) -> Budget<'_> {
+        Budget {
+            store: &self.budget,
+            account: &self.ses_account,
+            settings: &self.budget_settings,
+        }
     }
 
     pub async fn status(&self, run: &RunRef) -> RunStatus {

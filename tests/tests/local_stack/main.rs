@@ -3,6 +3,7 @@
 //! stack, runs these one at a time (`--test-threads=1`: they share the send queue) and stops
 //! it. Each test seeds a list and campaign of its own and counts at the SES emulator's store.
 
+mod budget;
 mod feedback;
 mod helpers;
 
@@ -176,6 +177,7 @@ async fn a_fanout_killed_half_way_and_invoked_again_loses_and_duplicates_nobody(
         runs: &stack.runs,
         contacts: &stack.contacts,
         queue: &dying,
+        account: &stack.account_gate(),
     };
     let settings = FanoutSettings {
         page_size: 100,

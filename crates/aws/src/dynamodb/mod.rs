@@ -5,6 +5,7 @@
 //! Attribute names in expressions always go through `#name` placeholders, so no stored name
 //! can collide with DynamoDB's reserved words (`state`, `cursor`, `schema`, ...).
 
+mod budget;
 mod campaigns;
 mod contacts;
 mod deliveries;
@@ -13,6 +14,7 @@ mod runs;
 mod suppressions;
 mod write;
 
+pub use budget::{BUDGET_PARTITION, DynamoBudget};
 pub use campaigns::DynamoCampaigns;
 pub use contacts::DynamoContacts;
 pub use deliveries::{DynamoLedger, DynamoRejects};

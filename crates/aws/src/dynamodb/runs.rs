@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `list_id` | S | |
 //! | `state` | S | `RunState::as_str` |
-//! | `pause_reason` | S | while paused |
+//! | `pause_reason` | S | while paused or waiting for quota |
+//! | `resume_at` | S | RFC 3339: while waiting for quota, when SES should have room |
 //! | `paused_at` | S | when last paused |
 //! | `progress` | M | `FanoutProgress`, field by field (numbers as N) |
 //! | `cursor` | S | the contact store's page token; absent at the start and the end |
@@ -38,6 +39,7 @@ const LIST_ID: &str = "list_id";
 const STATE: &str = "state";
 const PAUSE_REASON: &str = "pause_reason";
 const PAUSED_AT: &str = "paused_at";
+const RESUME_AT: &str = "resume_at";
 const PROGRESS: &str = "progress";
 const CURSOR: &str = "cursor";
 const FANOUT_COMPLETE: &str = "fanout_complete";
@@ -112,6 +114,7 @@ impl TryFrom<&RunRecord> for Stored {
         ]);
         let optional = [
             (PAUSE_REASON, record.pause_reason.as_deref().map(s)),
+            (RESUME_AT, record.resume_at.map(time)),
             (CURSOR, record.cursor.as_deref().map(s)),
             (FANOUT_COMPLETED_AT, record.fanout_completed_at.map(time)),
             (LEASE_OWNER, record.lease_owner.as_deref().map(s)),
@@ -147,6 +150,7 @@ impl TryFrom<Stored> for RunRecord {
             list: get_parsed(&stored, LIST_ID)?,
             state: get_parsed::<RunState>(&stored, STATE)?,
             pause_reason: opt_s(&stored, PAUSE_REASON)?.map(str::to_owned),
+            resume_at: opt_time(&stored, RESUME_AT)?,
             progress,
             cursor: opt_s(&stored, CURSOR)?.map(str::to_owned),
             fanout_complete: flag(&stored, FANOUT_COMPLETE)?,
@@ -338,8 +342,8 @@ impl RunStore for DynamoRuns {
             .map(|_| ())
     }
 
-    /// UpdateItem to `paused` with the reason, conditioned on the state being `fanning_out` or
-    /// `sending`; any other run (or none) is left as it is.
+    /// UpdateItem to `paused` with the reason, conditioned on the state being `fanning_out`,
+    /// `sending` or `waiting_for_quota`; any other run (or none) is left as it is.
     #[tracing::instrument(skip_all, fields(run = %run, reason = reason), err)]
     async fn pause(
         &self,
@@ -351,13 +355,68 @@ impl RunStore for DynamoRuns {
         update.set(STATE, s(RunState::Paused.as_str()));
         update.set(PAUSE_REASON, s(reason));
         update.set(PAUSED_AT, time(now));
+        update.remove(RESUME_AT);
+        let state = update.name(STATE);
+        let fanning_out = update.value("fanning_out", s(RunState::FanningOut.as_str()));
+        let sending = update.value("sending", s(RunState::Sending.as_str()));
+        let waiting = update.value("waiting", s(RunState::WaitingForQuota.as_str()));
+        update.condition = format!("{state} IN ({fanning_out}, {sending}, {waiting})");
+        self.conditional_update("pause run", run, update)
+            .await
+            .map(|_| ())
+    }
+
+    /// UpdateItem to `waiting_for_quota` with the reason and `resume_at`, conditioned on the
+    /// state being `fanning_out` or `sending`.
+    #[tracing::instrument(skip_all, fields(run = %run, resume_at = %resume_at), err)]
+    async fn wait_for_quota(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        resume_at: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut update = Update::default();
+        update.set(STATE, s(RunState::WaitingForQuota.as_str()));
+        update.set(PAUSE_REASON, s(reason));
+        update.set(RESUME_AT, time(resume_at));
         let state = update.name(STATE);
         let fanning_out = update.value("fanning_out", s(RunState::FanningOut.as_str()));
         let sending = update.value("sending", s(RunState::Sending.as_str()));
         update.condition = format!("{state} IN ({fanning_out}, {sending})");
-        self.conditional_update("pause run", run, update)
+        self.conditional_update("wait for quota", run, update)
             .await
             .map(|_| ())
+    }
+
+    /// UpdateItem from `waiting_for_quota` to `sending` when the fan-out is complete, else to
+    /// `fanning_out` (a second write, conditioned the other way); each conditioned on the
+    /// state and `fanout_complete`, so a concurrent checkpoint is never overwritten.
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn resume_after_quota(
+        &self,
+        run: &RunRef,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        for (target, complete) in [(RunState::Sending, true), (RunState::FanningOut, false)] {
+            let mut update = Update::default();
+            update.set(STATE, s(target.as_str()));
+            update.remove(PAUSE_REASON);
+            update.remove(RESUME_AT);
+            let state = update.name(STATE);
+            let done = update.name(FANOUT_COMPLETE);
+            let waiting = update.value("waiting", s(RunState::WaitingForQuota.as_str()));
+            let flag_value = update.value("complete", AttributeValue::Bool(complete));
+            update.condition = format!("{state} = {waiting} AND {done} = {flag_value}");
+            if self
+                .conditional_update("resume after quota", run, update)
+                .await?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// One UpdateItem adding each non-zero counter (`ADD`, so concurrent events never lose

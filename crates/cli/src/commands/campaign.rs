@@ -606,6 +606,9 @@ impl Report for StatusReport {
         if let Some(reason) = &record.pause_reason {
             head.push(("pause reason", reason.clone()));
         }
+        if let Some(at) = record.resume_at {
+            head.push(("resumes around", time(at)));
+        }
         head.push((
             "started",
             format!(
@@ -732,6 +735,23 @@ fn stopped(status: &StatusReport) -> Option<CliError> {
             "run {} was cancelled",
             status.run_id
         ))),
+        RunState::WaitingForQuota => Some(
+            CliError::new(format!(
+                "run {} is waiting for quota: {}",
+                status.run_id,
+                record
+                    .pause_reason
+                    .as_deref()
+                    .unwrap_or("the daily SES quota is used up")
+            ))
+            .hint(match record.resume_at {
+                Some(at) => format!(
+                    "it carries on by itself when SES has room again, expected around {}",
+                    time(at)
+                ),
+                None => "it carries on by itself when SES has room again".to_owned(),
+            }),
+        ),
         RunState::FanningOut | RunState::Sending => None,
     }
 }
@@ -867,6 +887,7 @@ name = "Example News"
                 runs: &w.runs,
                 contacts: &w.contacts,
                 queue: &w.queue,
+                account: &hikyaku_core::fakes::FakeGate::default(),
             };
             let outcome = fan_out(
                 &ports,

@@ -3,6 +3,10 @@
 //! Every request is forwarded unchanged and the emulator's answer returned, except that:
 //! - SendEmail can be answered with an SES error instead ([`Faults`]), set at start or at run
 //!   time through `POST /_hikyaku/faults` (JSON [`Faults`]) and `DELETE /_hikyaku/faults`;
+//! - the proxy plays the SES account ([`account`]): `GET /v2/email/account` (GetAccount) is
+//!   answered from its [`AccountQuota`], and every SendEmail meets the account's send rate
+//!   and daily quota, answered with SES's own errors beyond them; `GET`/`POST
+//!   /_hikyaku/account` read and replace the quota at run time;
 //! - every SendEmail the emulator accepts is recorded with the fields the emulator drops
 //!   (configuration set, tags, list management options), listed at `GET /_hikyaku/sends`;
 //!   `POST /_hikyaku/reset` clears the records and counters (not the faults);
@@ -13,13 +17,14 @@
 //!
 //! `GET /_hikyaku/stats` returns the [`ProxyCounters`], `GET /_hikyaku/health` answers `ok`.
 
+pub mod account;
 pub mod faults;
 pub mod mailbox;
 mod simulator;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::forward::{Forwarder, MAX_BODY_BYTES, now_ms, plain};
 use crate::server::Proxy;
@@ -34,18 +39,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, ToSocketAddrs};
 
+pub use account::{Account, AccountQuota, LimitRefusal};
 pub use faults::{Faults, InjectedFault};
 pub use simulator::{MailboxSimulator, Published};
 
 /// SES v2 SendEmail: `POST /v2/email/outbound-emails`.
 pub const SEND_EMAIL_PATH: &str = "/v2/email/outbound-emails";
+/// SES v2 GetAccount: `GET /v2/email/account`.
+pub const GET_ACCOUNT_PATH: &str = "/v2/email/account";
 
 /// Start-up settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SesProxyConfig {
     /// Base URL of the emulator, e.g. `http://127.0.0.1:8005`.
     pub upstream: String,
     pub faults: Faults,
+    pub account: AccountQuota,
 }
 
 impl SesProxyConfig {
@@ -53,6 +62,7 @@ impl SesProxyConfig {
         Self {
             upstream: upstream.into(),
             faults: Faults::default(),
+            account: AccountQuota::default(),
         }
     }
 }
@@ -119,6 +129,7 @@ pub struct ProxyCounters {
     pub send_email_requests: u64,
     /// SendEmail requests the emulator accepted (and that are recorded).
     pub send_email_accepted: u64,
+    /// Answered 429 `TooManyRequestsException`: over the account's rate, or injected.
     pub throttled: u64,
     pub rejected: u64,
     pub paused: u64,
@@ -135,6 +146,12 @@ pub struct ProxyCounters {
     /// Accepted SendEmails whose body the simulator could not read (no events published).
     #[serde(default)]
     pub unreadable_sends: u64,
+    /// SendEmails refused for the account's daily quota.
+    #[serde(default)]
+    pub quota_exceeded: u64,
+    /// GetAccount requests answered.
+    #[serde(default)]
+    pub get_account_calls: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,9 +173,9 @@ struct Inner {
     state: Mutex<ProxyState>,
 }
 
-#[derive(Default)]
 struct ProxyState {
     faults: Faults,
+    account: Account,
     /// SendEmail requests since the faults were set; drives `throttle_every`.
     nth_since_faults: u64,
     counters: ProxyCounters,
@@ -183,7 +200,10 @@ impl SesProxy {
                 simulator,
                 state: Mutex::new(ProxyState {
                     faults: config.faults,
-                    ..ProxyState::default()
+                    account: Account::new(config.account, Instant::now()),
+                    nth_since_faults: 0,
+                    counters: ProxyCounters::default(),
+                    sends: Vec::new(),
                 }),
             }),
         })
@@ -217,12 +237,24 @@ impl SesProxy {
         self.lock().counters
     }
 
-    /// Forgets the recorded sends and zeroes the counters; the faults stay.
+    /// The account's limits.
+    pub fn account(&self) -> AccountQuota {
+        self.lock().account.quota().clone()
+    }
+
+    /// Replaces the account's limits (the recipients counted so far stay).
+    pub fn set_account(&self, quota: AccountQuota) {
+        self.lock().account.set_quota(quota, Instant::now());
+    }
+
+    /// Forgets the recorded sends, the account's count and the counters; the faults and the
+    /// account's limits stay.
     pub fn reset(&self) {
         let mut state = self.lock();
         state.sends.clear();
         state.counters = ProxyCounters::default();
         state.nth_since_faults = 0;
+        state.account.reset(Instant::now());
     }
 
     /// Serves on `listener` until `shutdown` completes (see [`Proxy::serve`]).
@@ -273,6 +305,11 @@ impl Proxy for SesProxy {
                 "/_hikyaku/faults",
                 get(get_faults).post(post_faults).delete(delete_faults),
             )
+            .route(
+                "/_hikyaku/account",
+                get(get_account_quota).post(post_account_quota),
+            )
+            .route(GET_ACCOUNT_PATH, get(get_account))
             .route("/_hikyaku/sends", get(get_sends))
             .route("/_hikyaku/stats", get(get_stats))
             .route("/_hikyaku/reset", post(post_reset))
@@ -310,6 +347,32 @@ async fn delete_faults(State(proxy): State<SesProxy>) -> StatusCode {
     tracing::info!("faults cleared");
     proxy.clear_faults();
     StatusCode::NO_CONTENT
+}
+
+async fn get_account_quota(State(proxy): State<SesProxy>) -> axum::Json<AccountQuota> {
+    axum::Json(proxy.account())
+}
+
+async fn post_account_quota(State(proxy): State<SesProxy>, body: Bytes) -> Response {
+    match serde_json::from_slice::<AccountQuota>(&body) {
+        Ok(quota) => {
+            tracing::info!(?quota, "account quota set");
+            proxy.set_account(quota.clone());
+            axum::Json(quota).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "message": format!("invalid account quota: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
+/// SES v2 GetAccount, from the account the proxy plays.
+async fn get_account(State(proxy): State<SesProxy>) -> axum::Json<Value> {
+    let mut state = proxy.lock();
+    state.counters.get_account_calls += 1;
+    axum::Json(state.account.get_account(Instant::now()))
 }
 
 async fn get_sends(State(proxy): State<SesProxy>) -> axum::Json<Vec<RecordedSend>> {
@@ -350,7 +413,25 @@ async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
                 }
             }
             tracing::info!(?fault, nth, "SendEmail answered with an injected fault");
-            return ses_error(&fault);
+            let (status, error_type, message) = fault.response_parts();
+            return ses_error(status, error_type, &message);
+        }
+        let count = recipients(request).len().max(1) as u64;
+        let admitted = {
+            let mut state = proxy.lock();
+            let admitted = state.account.admit(count, Instant::now());
+            match admitted {
+                Err(LimitRefusal::RateExceeded) => state.counters.throttled += 1,
+                Err(LimitRefusal::DailyQuotaExceeded) => state.counters.quota_exceeded += 1,
+                Err(LimitRefusal::SendingPaused) => state.counters.paused += 1,
+                Ok(()) => {}
+            }
+            admitted
+        };
+        if let Err(refusal) = admitted {
+            tracing::info!(?refusal, "SendEmail refused for the account's limits");
+            let (status, error_type, message) = refusal.response_parts();
+            return ses_error(status, error_type, message);
         }
     }
 
@@ -401,8 +482,7 @@ async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
 
 /// An SES v2 (restJson1) error: the SDK reads the type from `x-amzn-ErrorType` and the
 /// message from the body's `message`.
-fn ses_error(fault: &InjectedFault) -> Response {
-    let (status, error_type, message) = fault.response_parts();
+fn ses_error(status: u16, error_type: &'static str, message: &str) -> Response {
     let mut response = Response::new(Body::from(json!({ "message": message }).to_string()));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let headers = response.headers_mut();
@@ -550,6 +630,26 @@ impl SesProxyClient {
     pub async fn clear_faults(&self) -> reqwest::Result<()> {
         self.http
             .delete(self.url("faults"))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub async fn account(&self) -> reqwest::Result<AccountQuota> {
+        self.http
+            .get(self.url("account"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    pub async fn set_account(&self, quota: &AccountQuota) -> reqwest::Result<()> {
+        self.http
+            .post(self.url("account"))
+            .json(quota)
             .send()
             .await?
             .error_for_status()?;
