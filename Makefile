@@ -21,15 +21,23 @@ NODE_DIR := $(TOOLS_DIR)/node
 MOTO_VERSION := 5.2.5
 CARGO_LAMBDA_VERSION := 1.9.2
 ZIGLANG_VERSION := 0.14.1
+# The template linters live in a venv of their own: checkov pins boto3 and friends, which must
+# not move moto's.
+INFRA_VENV := $(TOOLS_DIR)/infra-venv
+CFN_LINT_VERSION := 1.58.0
+CHECKOV_VERSION := 3.3.30
 # The SES v2 emulator version is pinned, with its whole dependency tree, in this lock file.
 SES_LOCAL_LOCK := scripts/ses-local/package-lock.json
 
 VENV_STAMP := $(VENV)/.installed-moto-$(MOTO_VERSION)-cargo-lambda-$(CARGO_LAMBDA_VERSION)-zig-$(ZIGLANG_VERSION)
 NODE_STAMP := $(NODE_DIR)/.installed-$(shell sha256sum $(SES_LOCAL_LOCK) 2>/dev/null | cut -c1-16)
 CARGO_LAMBDA := $(VENV)/bin/cargo-lambda
+INFRA_STAMP := $(INFRA_VENV)/.installed-cfn-lint-$(CFN_LINT_VERSION)-checkov-$(CHECKOV_VERSION)
+CFN_LINT := $(INFRA_VENV)/bin/cfn-lint
+CHECKOV := $(INFRA_VENV)/bin/checkov
 
 .PHONY: tools
-tools: $(VENV_STAMP) $(NODE_STAMP) ## Install the pinned local tools into .tools/ (fast when present)
+tools: $(VENV_STAMP) $(NODE_STAMP) $(INFRA_STAMP) ## Install the pinned local tools into .tools/ (fast when present)
 
 $(VENV_STAMP):
 	@echo "==> installing moto $(MOTO_VERSION), cargo-lambda $(CARGO_LAMBDA_VERSION), ziglang $(ZIGLANG_VERSION) into $(VENV)"
@@ -39,6 +47,15 @@ $(VENV_STAMP):
 		'moto[server]==$(MOTO_VERSION)' \
 		'cargo-lambda==$(CARGO_LAMBDA_VERSION)' \
 		'ziglang==$(ZIGLANG_VERSION)'
+	touch $@
+
+$(INFRA_STAMP):
+	@echo "==> installing cfn-lint $(CFN_LINT_VERSION), checkov $(CHECKOV_VERSION) into $(INFRA_VENV)"
+	rm -rf $(INFRA_VENV)
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		'cfn-lint==$(CFN_LINT_VERSION)' \
+		'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
 $(NODE_STAMP): $(SES_LOCAL_LOCK) scripts/ses-local/package.json
@@ -62,13 +79,15 @@ LAMBDA_ARCH_TARGET := aarch64-unknown-linux-gnu
 # build itself uses CARGO_TARGET_DIR.
 LAMBDA_DIR ?= target/lambda
 
-.PHONY: build
-build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bootstrap)
-	@if ! rustup target list --installed 2>/dev/null | grep -qx '$(LAMBDA_ARCH_TARGET)'; then \
+CHECK_LAMBDA_TARGET := if ! rustup target list --installed 2>/dev/null | grep -qx '$(LAMBDA_ARCH_TARGET)'; then \
 		echo "error: the Rust target $(LAMBDA_ARCH_TARGET) is not installed;" \
 		     "run: rustup target add $(LAMBDA_ARCH_TARGET)" >&2; \
 		exit 1; \
 	fi
+
+.PHONY: build
+build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bootstrap)
+	@$(CHECK_LAMBDA_TARGET)
 	@# The venv on PATH lets cargo-zigbuild find the pinned Zig (python3 -m ziglang).
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO_LAMBDA) lambda build --release --arm64 \
 		--lambda-dir $(LAMBDA_DIR) $(addprefix --package ,$(LAMBDA_PACKAGES))
@@ -266,9 +285,68 @@ bench: tools ## Benchmarks on a local stack this target starts and stops (send r
 	exit $$status
 
 .PHONY: lint
-lint: ## rustfmt check and clippy with warnings as errors
+lint: lint-infra ## rustfmt check, clippy with warnings as errors, and the templates' linters
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+INFRA_TEMPLATES := infra/template.yaml infra/sending-role.yaml
+# Each skipped checkov check carries its reason in the resource's Metadata. --skip-download keeps
+# checkov offline (it would fetch guidelines from its vendor's platform otherwise).
+.PHONY: lint-infra
+lint-infra: $(INFRA_STAMP) ## cfn-lint and checkov on the CloudFormation templates in infra/
+	$(CFN_LINT) $(INFRA_TEMPLATES)
+	$(CHECKOV) --quiet --compact --skip-download --framework cloudformation \
+		$(addprefix --file ,$(INFRA_TEMPLATES))
+
+# ---------------------------------------------------------------------------------------------
+# Deploying to AWS (the README's "Deploying to AWS"): SAM for the stack, cargo lambda for a quick
+# code change of one function. Neither is part of CI.
+# ---------------------------------------------------------------------------------------------
+SAM ?= sam
+SAMCONFIG := infra/samconfig.toml
+# The stack's name: the one `sam deploy --guided` saved, else hikyaku (the CLI's default
+# fan-out function is hikyaku-fanout, the function name this stack name gives).
+STACK_NAME ?= $(or $(shell sed -n 's/^stack_name *= *"\(.*\)"/\1/p' $(SAMCONFIG) 2>/dev/null | head -n 1),hikyaku)
+DEPLOY_FUNCTIONS := fanout sender feedback
+FUNCTION ?=
+
+# The build is `sam build`'s (BuildMethod rust-cargolambda): it runs the venv's cargo-lambda
+# (`cargo lambda build --release --arm64`, one binary at a time, into infra/.aws-sam/) with the
+# pinned Zig on PATH. `make build` is not run first: building the three packages together
+# unifies their dependencies' features differently, so SAM's per-binary builds would compile
+# everything a second time. CARGO_TARGET_DIR is unset for it, so that the binaries land where
+# SAM's builder looks for them by default (target/lambda/<bin>/ of the workspace, git-ignored).
+.PHONY: deploy
+deploy: ## Build for arm64 and deploy the stack with SAM (guided until infra/samconfig.toml exists)
+	@if ! command -v $(SAM) >/dev/null 2>&1; then \
+		echo "error: the AWS SAM CLI ('$(SAM)') is not installed or not on PATH; install it" \
+		     "(see the README, \"Deploying to AWS\") and run make deploy again" >&2; \
+		exit 1; \
+	fi
+	@$(CHECK_LAMBDA_TARGET)
+	@$(MAKE) -s $(VENV_STAMP)
+	cd infra && env -u CARGO_TARGET_DIR PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+		SAM_CLI_BETA_RUST_CARGO_LAMBDA=1 $(SAM) build --template-file template.yaml
+	@if [ -f $(SAMCONFIG) ]; then \
+		echo "==> sam deploy (settings from $(SAMCONFIG))"; \
+		cd infra && $(SAM) deploy; \
+	else \
+		echo "==> first deploy: sam deploy --guided asks for the stack name, Region and parameters" \
+		     "and saves them to $(SAMCONFIG)"; \
+		cd infra && $(SAM) deploy --guided --capabilities CAPABILITY_IAM; \
+	fi
+
+# Replaces one deployed function's code (a new version), keeping its configuration and
+# environment; the stack stays the source of truth and the next `make deploy` redeploys it.
+.PHONY: deploy-code
+deploy-code: $(VENV_STAMP) ## Upload one function's new code: make deploy-code FUNCTION=fanout|sender|feedback [STACK_NAME=...]
+	@if [ -z "$(filter $(DEPLOY_FUNCTIONS),$(FUNCTION))" ] || [ "$(words $(FUNCTION))" != 1 ]; then \
+		echo "error: say which function: make deploy-code FUNCTION=fanout, sender or feedback" >&2; \
+		exit 1; \
+	fi
+	@$(MAKE) build LAMBDA_PACKAGES=hikyaku-$(FUNCTION)
+	$(CARGO_LAMBDA) lambda deploy --lambda-dir $(LAMBDA_DIR) --binary-name hikyaku-$(FUNCTION) \
+		--merge-env $(STACK_NAME)-$(FUNCTION)
 
 # ---------------------------------------------------------------------------------------------
 # Help

@@ -90,6 +90,11 @@ where
 }
 
 impl FunctionInvoker {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies. The
+    /// Invoke API is authorised by `lambda:InvokeFunction`. `OPERATIONS` is kept true by a test
+    /// that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["lambda:InvokeFunction"];
+
     /// An invoker on `client` (its retries are the SDK's defaults).
     pub fn new(client: Client) -> FunctionInvoker {
         FunctionInvoker { client }

@@ -12,6 +12,8 @@ pub mod config;
 pub mod dynamodb;
 mod error;
 pub mod lambda;
+#[cfg(test)]
+mod operations;
 pub mod retry;
 pub mod ses;
 pub mod sqs;

@@ -109,6 +109,10 @@ pub struct SesSender {
 }
 
 impl SesSender {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["ses:SendEmail"];
+
     /// A sender on the base configuration's region, endpoint and credentials, with the SDK's
     /// retries turned off (see the module documentation).
     pub fn new(base: &SdkConfig) -> SesSender {
@@ -143,6 +147,10 @@ pub struct SesAccount {
 }
 
 impl SesAccount {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["ses:GetAccount"];
+
     pub fn new(base: &SdkConfig) -> SesAccount {
         SesAccount::from_client(Client::new(base))
     }

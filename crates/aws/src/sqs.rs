@@ -111,6 +111,11 @@ fn batches(bodies: &[String]) -> Result<Vec<Range<usize>>, usize> {
 }
 
 impl SqsJobQueue {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// SendMessageBatch is authorised by `sqs:SendMessage`. `OPERATIONS` is kept true by a test
+    /// that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["sqs:SendMessage"];
+
     /// The queue at `queue_url`, with the default [`Backoff`] for refused entries.
     pub fn new(client: Client, queue_url: impl Into<String>) -> SqsJobQueue {
         SqsJobQueue {

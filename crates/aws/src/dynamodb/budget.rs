@@ -35,6 +35,10 @@ pub struct DynamoBudget {
 }
 
 impl DynamoBudget {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["dynamodb:GetItem", "dynamodb:PutItem"];
+
     /// The budget items of the runs table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoBudget {
         DynamoBudget {

@@ -24,6 +24,10 @@ pub struct DynamoCampaigns {
 }
 
 impl DynamoCampaigns {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["dynamodb:GetItem", "dynamodb:PutItem"];
+
     /// The adapter of the campaigns table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoCampaigns {
         DynamoCampaigns {

@@ -60,6 +60,15 @@ pub struct DynamoContacts {
 }
 
 impl DynamoContacts {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &[
+        "dynamodb:BatchWriteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+    ];
+
     /// The adapter of the contacts table `table`, with the default [`Backoff`] for unprocessed
     /// batch items.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoContacts {

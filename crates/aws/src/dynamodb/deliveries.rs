@@ -69,6 +69,17 @@ pub struct DynamoLedger {
 }
 
 impl DynamoLedger {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// Query includes the `by_message_id` index. `OPERATIONS` is kept true by a test that reads
+    /// this module's source.
+    pub const OPERATIONS: &[&str] = &[
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ];
+
     /// The adapter of the deliveries table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoLedger {
         DynamoLedger {
@@ -510,6 +521,10 @@ pub struct DynamoRejects {
 }
 
 impl DynamoRejects {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["dynamodb:PutItem"];
+
     /// The reject log in the deliveries table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoRejects {
         DynamoRejects {

@@ -57,6 +57,15 @@ pub struct DynamoRuns {
 }
 
 impl DynamoRuns {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &[
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ];
+
     /// The adapter of the runs table `table`.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoRuns {
         DynamoRuns {

@@ -79,6 +79,15 @@ pub struct DynamoSuppressions {
 }
 
 impl DynamoSuppressions {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &[
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:Scan",
+        "dynamodb:UpdateItem",
+    ];
+
     /// The adapter of the suppressions table `table`, with the default [`Backoff`] for
     /// unprocessed keys.
     pub fn new(client: Client, table: impl Into<String>) -> DynamoSuppressions {
