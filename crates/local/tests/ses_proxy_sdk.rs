@@ -168,11 +168,41 @@ async fn other_requests_pass_through_unchanged() {
     let running = proxy.spawn("127.0.0.1:0").await.unwrap();
     // The stand-in has no such route: its 404 comes back as it is.
     let answer = reqwest::Client::new()
-        .get(format!("{}/v2/email/account", running.url()))
+        .get(format!("{}/v2/email/identities", running.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
     assert_eq!(proxy.counters().forwarded, 1);
     assert_eq!(proxy.counters().send_email_requests, 0);
+}
+
+#[tokio::test]
+async fn get_account_is_answered_by_the_proxy_from_the_account_it_plays() {
+    let (upstream, _emulator) = fake_emulator().await;
+    let mut config = SesProxyConfig::new(upstream);
+    config.account.max_send_rate = 14.0;
+    config.account.max_24_hour_send = 50_000.0;
+    let proxy = SesProxy::new(config).unwrap();
+    let running = proxy.spawn("127.0.0.1:0").await.unwrap();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sesv2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(running.url())
+        .load()
+        .await;
+    let account = aws_sdk_sesv2::Client::new(&sdk)
+        .get_account()
+        .send()
+        .await
+        .unwrap();
+    let quota = account.send_quota().unwrap();
+    assert_eq!(quota.max_send_rate(), 14.0);
+    assert_eq!(quota.max24_hour_send(), 50_000.0);
+    assert!(account.sending_enabled());
+    assert_eq!(account.enforcement_status(), Some("HEALTHY"));
+    assert_eq!(proxy.counters().get_account_calls, 1);
+    assert_eq!(proxy.counters().forwarded, 0, "not forwarded");
 }
