@@ -275,6 +275,23 @@ struct Shared<'a> {
     max_lateness_us: AtomicU32,
 }
 
+/// The job's campaign: a store failure is retried, a missing or invalid campaign rejected.
+async fn job_campaign(
+    ports: &SendPorts<'_>,
+    settings: &SendSettings,
+    cache: &CampaignCache,
+    job: &SendJob,
+) -> Result<Arc<Campaign>, JobError> {
+    match cache
+        .load(ports.campaigns, &job.campaign_id, settings.campaign_ttl)
+        .await
+    {
+        Ok(campaign) => Ok(campaign),
+        Err(CampaignLoadError::Store(err)) => Err(JobFailure::Campaign(err).into()),
+        Err(other) => Err(JobRejection::Campaign(other).into()),
+    }
+}
+
 pub async fn process_job(
     ports: &SendPorts<'_>,
     settings: &SendSettings,
@@ -295,14 +312,7 @@ pub async fn process_job(
         .ok_or_else(|| JobRejection::UnknownRun(run.clone()))?;
     let mut report = JobReport::default();
     if record.state == RunState::WaitingForQuota {
-        let campaign = match cache
-            .load(ports.campaigns, &job.campaign_id, settings.campaign_ttl)
-            .await
-        {
-            Ok(campaign) => campaign,
-            Err(CampaignLoadError::Store(err)) => return Err(JobFailure::Campaign(err).into()),
-            Err(other) => return Err(JobRejection::Campaign(other).into()),
-        };
+        let campaign = job_campaign(ports, settings, cache, &job).await?;
         let budget = Budget {
             store: ports.budget,
             account: ports.account,
@@ -357,14 +367,7 @@ pub async fn process_job(
         tracing::info!(run = %run, state = %record.state, recipients = report.held, "run not sending; job held");
         return Ok(report);
     }
-    let campaign = match cache
-        .load(ports.campaigns, &job.campaign_id, settings.campaign_ttl)
-        .await
-    {
-        Ok(campaign) => campaign,
-        Err(CampaignLoadError::Store(err)) => return Err(JobFailure::Campaign(err).into()),
-        Err(other) => return Err(JobRejection::Campaign(other).into()),
-    };
+    let campaign = job_campaign(ports, settings, cache, &job).await?;
     let emails: Vec<EmailAddress> = job.recipients.iter().map(|r| r.email.clone()).collect();
     let suppressed = ports
         .suppressions
