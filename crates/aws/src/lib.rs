@@ -15,6 +15,7 @@ pub mod lambda;
 #[cfg(test)]
 mod operations;
 pub mod retry;
+pub mod roles;
 pub mod ses;
 pub mod sqs;
 

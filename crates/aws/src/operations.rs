@@ -17,6 +17,7 @@ use crate::dynamodb::{
     DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
     DynamoSuppressions,
 };
+use crate::roles::RoleAssumer;
 use crate::ses::SesAccount;
 use crate::{FunctionInvoker, SesSender, SqsJobQueue};
 
@@ -68,6 +69,11 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
     ),
     ("sqs.rs", "sqs", &[("SqsJobQueue", SqsJobQueue::OPERATIONS)]),
     (
+        "roles.rs",
+        "sts",
+        &[("RoleAssumer", RoleAssumer::OPERATIONS)],
+    ),
+    (
         "lambda.rs",
         "lambda",
         &[("FunctionInvoker", FunctionInvoker::OPERATIONS)],
@@ -84,6 +90,9 @@ const OTHER_MODULES: &[&str] = &[
     "dynamodb/item.rs",
     "dynamodb/write.rs",
 ];
+
+/// Operations an aws-config credentials provider calls for the code that builds it.
+const PROVIDER_OPERATIONS: &[(&str, &str)] = &[("AssumeRoleProvider::builder(", "assume_role")];
 
 /// Client methods that are not AWS operations.
 const NOT_OPERATIONS: &[&str] = &["clone", "config", "to_owned"];
@@ -275,6 +284,11 @@ fn write_helpers() -> BTreeMap<String, BTreeSet<String>> {
 /// The SDK operations `text` calls, directly or through a write.rs helper.
 fn operations_in(text: &str, helpers: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
     let mut found = client_calls(text);
+    for (builder, operation) in PROVIDER_OPERATIONS {
+        if text.contains(builder) {
+            found.insert((*operation).to_owned());
+        }
+    }
     for (helper, calls) in helpers {
         let called = text.match_indices(helper.as_str()).any(|(at, _)| {
             let before = text[..at].chars().next_back();

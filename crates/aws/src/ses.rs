@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The longest one `SendEmail` may take. A call cut off here may have reached SES, so it is
 /// recorded `uncertain`; keeping it shorter than the sender's reserve (5 s by default) ends
@@ -39,6 +39,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(4);
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::config::Region;
 use aws_sdk_sesv2::config::retry::RetryConfig;
@@ -54,34 +55,44 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use hikyaku_core::budget::{AccountError, AccountSnapshot, AccountSource};
+use hikyaku_core::campaign::SendingAccount;
 use hikyaku_core::logging::shown;
 use hikyaku_core::ports::{EmailSender, OutboundEmail, SendError, SendErrorClass};
 
+use crate::roles::{self, ExpiringCache, RoleAssumer, RoleError};
+
 const CHARSET: &str = "UTF-8";
 
-/// One SES v2 client per region: the default one, and one per other region a campaign names
-/// (created on first use from the default's configuration, then kept).
+/// The SES v2 clients of the sending accounts: the base one, one per other region a campaign
+/// names (derived from the base configuration on first use, then kept), and one per sending
+/// role and region, on the role's credentials until they are due for renewal.
 #[derive(Debug)]
-struct RegionalClients {
-    default: Client,
+struct SesClients {
+    base: Client,
+    /// `None`: sending roles cannot be used.
+    roles: Option<RoleAssumer>,
     regional: Mutex<HashMap<String, Client>>,
+    assumed: ExpiringCache<SendingAccount, Client>,
 }
 
-impl RegionalClients {
-    fn new(default: Client) -> RegionalClients {
-        RegionalClients {
-            default,
+impl SesClients {
+    fn new(base: Client) -> SesClients {
+        SesClients {
+            base,
+            roles: None,
             regional: Mutex::new(HashMap::new()),
+            assumed: ExpiringCache::default(),
         }
     }
 
-    /// The client for `region`: the default one when `None` or the same region.
-    fn client_for(&self, region: Option<&str>) -> Client {
+    /// The client for the sender's own account in `region`: the base one when `None` or the
+    /// same region.
+    fn regional(&self, region: Option<&str>) -> Client {
         let Some(region) = region else {
-            return self.default.clone();
+            return self.base.clone();
         };
-        if self.default.config().region().map(Region::as_ref) == Some(region) {
-            return self.default.clone();
+        if self.base.config().region().map(Region::as_ref) == Some(region) {
+            return self.base.clone();
         }
         let mut regional = self
             .regional
@@ -91,7 +102,7 @@ impl RegionalClients {
             .entry(region.to_owned())
             .or_insert_with(|| {
                 let config = self
-                    .default
+                    .base
                     .config()
                     .to_builder()
                     .region(Region::new(region.to_owned()))
@@ -100,12 +111,62 @@ impl RegionalClients {
             })
             .clone()
     }
+
+    /// The client for `sending`: through its role, when it names one.
+    async fn client_for(&self, sending: &SendingAccount) -> Result<Client, RoleError> {
+        let Some(role) = &sending.role else {
+            return Ok(self.regional(sending.region.as_deref()));
+        };
+        let now = SystemTime::now();
+        self.assumed
+            .get_or_fetch(sending, now, || async {
+                let assumer = self.roles.as_ref().ok_or_else(|| RoleError {
+                    role: role.arn.clone(),
+                    code: "RolesNotEnabled".to_owned(),
+                    message: "this function does not assume sending roles".to_owned(),
+                    retryable: false,
+                })?;
+                let credentials = assumer.assume(role).await?;
+                let renew_at = roles::renew_at(credentials.expiry(), now);
+                let mut config = self.base.config().to_builder();
+                config.set_credentials_provider(Some(SharedCredentialsProvider::new(credentials)));
+                if let Some(region) = &sending.region {
+                    config.set_region(Some(Region::new(region.clone())));
+                }
+                Ok((Client::from_conf(config.build()), renew_at))
+            })
+            .await
+    }
 }
 
-/// SES v2 sender with one client per region.
+impl From<RoleError> for SendError {
+    fn from(err: RoleError) -> SendError {
+        SendError {
+            class: if err.retryable {
+                SendErrorClass::Transient
+            } else {
+                SendErrorClass::Fatal
+            },
+            code: err.code.clone(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<RoleError> for AccountError {
+    fn from(err: RoleError) -> AccountError {
+        AccountError {
+            code: err.code.clone(),
+            message: err.to_string(),
+            retryable: err.retryable,
+        }
+    }
+}
+
+/// SES v2 sender with one client per sending account (see [`SesClients`]).
 #[derive(Debug)]
 pub struct SesSender {
-    clients: RegionalClients,
+    clients: SesClients,
 }
 
 impl SesSender {
@@ -119,9 +180,15 @@ impl SesSender {
         SesSender::from_client(Client::new(base))
     }
 
+    /// Sends the mail of campaigns that name a sending role through that role.
+    pub fn with_roles(mut self, roles: RoleAssumer) -> SesSender {
+        self.clients.roles = Some(roles);
+        self
+    }
+
     /// A sender built on `client`'s configuration (retries turned off, each call bounded by
     /// [`SEND_TIMEOUT`]); messages naming another region get a client for it derived from the
-    /// same configuration.
+    /// same configuration. It cannot assume sending roles.
     pub fn from_client(client: Client) -> SesSender {
         let config = client
             .config()
@@ -134,7 +201,7 @@ impl SesSender {
             )
             .build();
         SesSender {
-            clients: RegionalClients::new(Client::from_conf(config)),
+            clients: SesClients::new(Client::from_conf(config)),
         }
     }
 }
@@ -143,7 +210,7 @@ impl SesSender {
 /// per account; the send budget calls it about once a minute.
 #[derive(Debug)]
 pub struct SesAccount {
-    clients: RegionalClients,
+    clients: SesClients,
 }
 
 impl SesAccount {
@@ -157,8 +224,14 @@ impl SesAccount {
 
     pub fn from_client(client: Client) -> SesAccount {
         SesAccount {
-            clients: RegionalClients::new(client),
+            clients: SesClients::new(client),
         }
+    }
+
+    /// Reads the accounts of the sending roles too, through those roles.
+    pub fn with_roles(mut self, roles: RoleAssumer) -> SesAccount {
+        self.clients.roles = Some(roles);
+        self
     }
 }
 
@@ -189,19 +262,14 @@ fn account_error(err: SdkError<GetAccountError, HttpResponse>) -> AccountError {
 
 #[async_trait]
 impl AccountSource for SesAccount {
-    #[tracing::instrument(skip_all, fields(region = region.unwrap_or("default")), err)]
+    #[tracing::instrument(skip_all, fields(account = %sending.scope()), err)]
     async fn account(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: DateTime<Utc>,
     ) -> Result<AccountSnapshot, AccountError> {
-        let output = self
-            .clients
-            .client_for(region)
-            .get_account()
-            .send()
-            .await
-            .map_err(account_error)?;
+        let client = self.clients.client_for(sending).await?;
+        let output = client.get_account().send().await.map_err(account_error)?;
         let quota = output.send_quota();
         let snapshot = AccountSnapshot {
             // No quota in the answer: nothing is known to allow sending.
@@ -332,16 +400,15 @@ impl EmailSender for SesSender {
     /// One `SendEmail`; the SES message id on success. An accepted message without an id
     /// (some emulators) is still a success, with an empty id: reporting it as an error would
     /// send it again.
-    #[tracing::instrument(skip_all, fields(to = %shown(&email.to), region = email.region.as_deref().unwrap_or("default")), err)]
+    #[tracing::instrument(skip_all, fields(to = %shown(&email.to), account = %email.sending.scope()), err)]
     async fn send(&self, email: &OutboundEmail) -> Result<String, SendError> {
         let invalid = |err: BuildError| SendError {
             class: SendErrorClass::Permanent,
             code: "InvalidRequest".to_owned(),
             message: err.to_string(),
         };
-        let request = self
-            .clients
-            .client_for(email.region.as_deref())
+        let client = self.clients.client_for(&email.sending).await?;
+        let request = client
             .send_email()
             .from_email_address(&email.from)
             .destination(
@@ -390,7 +457,7 @@ mod tests {
 
     fn email() -> OutboundEmail {
         OutboundEmail {
-            region: None,
+            sending: SendingAccount::default(),
             from: "News <news@example.com>".into(),
             to: EmailAddress::parse("aiko@example.com").unwrap(),
             reply_to: vec![EmailAddress::parse("help@example.com").unwrap()],
@@ -586,17 +653,33 @@ mod tests {
         assert_eq!(
             sender
                 .clients
-                .client_for(None)
+                .regional(None)
                 .config()
                 .region()
                 .map(Region::as_ref),
             Some("us-east-1")
         );
-        let eu = sender.clients.client_for(Some("eu-west-1"));
+        let eu = sender.clients.regional(Some("eu-west-1"));
         assert_eq!(eu.config().region().map(Region::as_ref), Some("eu-west-1"));
-        sender.clients.client_for(Some("eu-west-1"));
-        sender.clients.client_for(Some("us-east-1"));
+        sender.clients.regional(Some("eu-west-1"));
+        sender.clients.regional(Some("us-east-1"));
         assert_eq!(sender.clients.regional.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_role_that_cannot_be_assumed_stops_sending_before_ses_is_called() {
+        // No rules: any SES call would fail the test with a different error.
+        let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, &[] as &[&Rule]);
+        let sender = SesSender::from_client(client);
+        let mut through_role = email();
+        through_role.sending.role = Some(hikyaku_core::campaign::SendingRole {
+            arn: "arn:aws:iam::111122223333:role/hikyaku-sending".into(),
+            external_id: None,
+        });
+        let err = sender.send(&through_role).await.unwrap_err();
+        assert_eq!(err.class, SendErrorClass::Fatal);
+        assert_eq!(err.code, "RolesNotEnabled");
+        assert!(err.message.contains("hikyaku-sending"), "{err:?}");
     }
 
     #[tokio::test]
@@ -620,7 +703,7 @@ mod tests {
         let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&rule]);
         let now = chrono::Utc::now();
         let snapshot = SesAccount::from_client(client)
-            .account(None, now)
+            .account(&SendingAccount::default(), now)
             .await
             .unwrap();
         assert_eq!(snapshot.max_send_rate, 14.0);
@@ -639,9 +722,15 @@ mod tests {
             .then_error(|| GetAccountError::BadRequestException(Bad::builder().build()));
         let client = mock_client!(aws_sdk_sesv2, RuleMode::Sequential, [&throttled, &bad]);
         let account = SesAccount::from_client(client.clone());
-        let first = account.account(None, chrono::Utc::now()).await.unwrap_err();
+        let first = account
+            .account(&SendingAccount::default(), chrono::Utc::now())
+            .await
+            .unwrap_err();
         assert!(first.retryable, "{first}");
-        let second = account.account(None, chrono::Utc::now()).await.unwrap_err();
+        let second = account
+            .account(&SendingAccount::default(), chrono::Utc::now())
+            .await
+            .unwrap_err();
         assert!(!second.retryable, "{second}");
         assert_eq!(second.code, "BadRequestException");
     }

@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::campaign::SendingAccount;
 use crate::ids::RunRef;
 use crate::ports::StoreError;
 
@@ -479,7 +480,8 @@ pub struct AccountError {
     pub retryable: bool,
 }
 
-/// Where the budget is stored, per `scope` (the SES region; quotas are per region).
+/// Where the budget is stored, per `scope` ([`SendingAccount::scope`]: quotas are per
+/// account and region).
 #[async_trait]
 pub trait BudgetStore: Send + Sync {
     async fn load(&self, scope: &str) -> Result<Option<BudgetState>, StoreError>;
@@ -493,12 +495,12 @@ pub trait BudgetStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
-/// SES `GetAccount`, per region (`None`: the default one).
+/// SES `GetAccount` of a sending account.
 #[async_trait]
 pub trait AccountSource: Send + Sync {
     async fn account(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: DateTime<Utc>,
     ) -> Result<AccountSnapshot, AccountError>;
 }
@@ -516,7 +518,7 @@ pub enum AccountVerdict {
 pub trait AccountGate: Send + Sync {
     async fn verdict(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: DateTime<Utc>,
     ) -> Result<AccountVerdict, BudgetError>;
 }
@@ -541,22 +543,18 @@ fn no_snapshot() -> BudgetError {
     })
 }
 
-fn scope(region: Option<&str>) -> &str {
-    region.unwrap_or("default")
-}
-
 impl Budget<'_> {
     /// Loads the state, refreshing the account snapshot when it is due; whether it changed.
     async fn load_fresh(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: DateTime<Utc>,
     ) -> Result<(BudgetState, bool), BudgetError> {
-        let mut state = self.store.load(scope(region)).await?.unwrap_or_default();
+        let mut state = self.store.load(&sending.scope()).await?.unwrap_or_default();
         if !state.needs_account(now, self.settings) {
             return Ok((state, false));
         }
-        match self.account.account(region, now).await {
+        match self.account.account(sending, now).await {
             Ok(snapshot) => state.set_account(snapshot),
             Err(err) if state.account.is_some() && err.retryable => {
                 tracing::warn!(error = %err, "GetAccount failed; the last snapshot stays in use");
@@ -571,20 +569,20 @@ impl Budget<'_> {
     /// change's answer. `change` says whether it modified the state (nothing is written if not).
     async fn update<T>(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
         mut change: impl FnMut(&mut BudgetState, DateTime<Utc>) -> (T, bool) + Send,
     ) -> Result<T, BudgetError> {
         for _ in 0..MAX_CONFLICTS {
             let at = now();
-            let (mut state, refreshed) = self.load_fresh(region, at).await?;
+            let (mut state, refreshed) = self.load_fresh(sending, at).await?;
             let expected = state.version;
             let (answer, changed) = change(&mut state, at);
             if !changed && !refreshed {
                 return Ok(answer);
             }
             state.version = expected + 1;
-            if self.store.save(scope(region), &state, expected).await? {
+            if self.store.save(&sending.scope(), &state, expected).await? {
                 return Ok(answer);
             }
         }
@@ -594,13 +592,13 @@ impl Budget<'_> {
     /// Asks for slots for `request`'s run.
     pub async fn acquire(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         request: &GrantRequest,
         now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
     ) -> Result<Decision, BudgetError> {
         let settings = self.settings;
         let decision = self
-            .update(region, now, |state, at| {
+            .update(sending, now, |state, at| {
                 let decision = state.decide(request, at, settings);
                 let changed = matches!(decision, Decision::Granted(_));
                 (decision, changed)
@@ -616,20 +614,20 @@ impl Budget<'_> {
     /// SES throttled a send: the budget backs off for every instance.
     pub async fn throttled(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
     ) -> Result<(), BudgetError> {
-        self.update(region, now, |state, at| ((), state.throttled(at)))
+        self.update(sending, now, |state, at| ((), state.throttled(at)))
             .await
     }
 
     /// SES refused a send for the daily quota.
     pub async fn quota_refused(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
     ) -> Result<(), BudgetError> {
-        self.update(region, now, |state, at| {
+        self.update(sending, now, |state, at| {
             state.quota_refused(at);
             ((), true)
         })
@@ -641,13 +639,13 @@ impl Budget<'_> {
 impl AccountGate for Budget<'_> {
     async fn verdict(
         &self,
-        region: Option<&str>,
+        sending: &SendingAccount,
         now: DateTime<Utc>,
     ) -> Result<AccountVerdict, BudgetError> {
         let settings = self.settings;
         let clock = move || now;
         let verdict = self
-            .update(region, &clock, |state, at| {
+            .update(sending, &clock, |state, at| {
                 let verdict = match state.verdict(at, settings) {
                     Some(Decision::Unhealthy { reason }) => AccountVerdict::Unhealthy { reason },
                     Some(Decision::QuotaExhausted { resume_at }) => {
@@ -721,7 +719,7 @@ impl Pacer {
     pub async fn slot(
         &self,
         budget: &Budget<'_>,
-        region: Option<&str>,
+        sending: &SendingAccount,
         run: &RunRef,
         cap: Option<f64>,
         deadline_us: i64,
@@ -750,7 +748,7 @@ impl Pacer {
                 want: lane.waiting.load(Ordering::Relaxed),
             };
             match budget
-                .acquire(region, &request, now)
+                .acquire(sending, &request, now)
                 .await
                 .map_err(NoSlot::Budget)?
             {

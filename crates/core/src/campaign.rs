@@ -20,6 +20,8 @@
 //! contact_list = "newsletter"
 //! topic = "weekly"                                      # needs contact_list
 //! region = "eu-west-1"
+//! sending_role_arn = "arn:aws:iam::111122223333:role/hikyaku-sending"  # another account's SES
+//! external_id = "a-long-random-string"                  # needs sending_role_arn
 //!
 //! [limits]                                              # all optional
 //! max_bounce_rate = 0.05                                # pause the run above this
@@ -115,9 +117,76 @@ pub struct SesSettings {
     /// Region to send from; absent: the Lambda's own region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// A role of another AWS account to send through its SES (`infra/sending-role.yaml`);
+    /// absent: the sender's own account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_role_arn: Option<String>,
+    /// The external id the sending role's trust policy asks for; requires the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// The SES account and region a campaign's mail leaves from. Quotas, reputation and health
+/// belong to an account in a region, so the send budget keeps one schedule per
+/// [`SendingAccount::scope`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SendingAccount {
+    /// `None`: the sender's own region.
+    pub region: Option<String>,
+    /// `None`: the sender's own account and credentials.
+    pub role: Option<SendingRole>,
+}
+
+/// A role of another account that the sender assumes to send through that account's SES.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SendingRole {
+    pub arn: String,
+    pub external_id: Option<String>,
+}
+
+impl SendingRole {
+    /// The account that owns the role: the fifth field of its ARN (validated with the
+    /// campaign).
+    pub fn account_id(&self) -> &str {
+        self.arn.split(':').nth(4).unwrap_or_default()
+    }
+}
+
+impl SendingAccount {
+    /// The key of this account's send budget: `default` or the region for the sender's own
+    /// account, `<account id>/<region or default>` for another account's. Two roles of one
+    /// account share its budget, as they share its SES quota.
+    pub fn scope(&self) -> String {
+        let region = self.region.as_deref().unwrap_or("default");
+        match &self.role {
+            None => region.to_owned(),
+            Some(role) => format!("{}/{region}", role.account_id()),
+        }
+    }
+}
+
+impl fmt::Display for SendingAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let region = self.region.as_deref().unwrap_or("the default region");
+        match &self.role {
+            None => write!(f, "the sender's own account in {region}"),
+            Some(role) => write!(f, "account {} in {region}", role.account_id()),
+        }
+    }
 }
 
 impl SesSettings {
+    /// Where this campaign's mail leaves from.
+    pub fn sending_account(&self) -> SendingAccount {
+        SendingAccount {
+            region: self.region.clone(),
+            role: self.sending_role_arn.as_ref().map(|arn| SendingRole {
+                arn: arn.clone(),
+                external_id: self.external_id.clone(),
+            }),
+        }
+    }
+
     /// The contact list and topic the campaign sends under, whose unsubscribes it honours.
     pub fn list_topic(&self) -> Option<crate::ports::ListTopic> {
         self.contact_list
@@ -674,6 +743,81 @@ fn check_ses(ses: &SesSettings, problem: &mut impl FnMut(&str, String)) {
             format!("'{region}' does not look like an AWS region (e.g. us-east-1, eu-west-2)"),
         );
     }
+    if let Some(arn) = &ses.sending_role_arn
+        && let Err(p) = check_role_arn(arn)
+    {
+        problem("ses.sending_role_arn", p);
+    }
+    if let Some(external_id) = &ses.external_id {
+        if ses.sending_role_arn.is_none() {
+            problem(
+                "ses.external_id",
+                "needs `ses.sending_role_arn`: the external id is presented when assuming it"
+                    .to_owned(),
+            );
+        }
+        if let Err(p) = check_external_id(external_id) {
+            problem("ses.external_id", p);
+        }
+    }
+}
+
+/// Longest IAM role name.
+const MAX_ROLE_NAME_LEN: usize = 64;
+/// STS `ExternalId`: 2 to 1,224 characters of `[\w+=,.@:/-]`.
+const EXTERNAL_ID_LEN: std::ops::RangeInclusive<usize> = 2..=1224;
+
+/// `arn:<partition>:iam::<12 digits>:role/<optional path/>name`.
+fn check_role_arn(arn: &str) -> Result<(), String> {
+    let example = "e.g. arn:aws:iam::111122223333:role/hikyaku-sending";
+    let fields: Vec<&str> = arn.splitn(6, ':').collect();
+    let [scheme, partition, service, region, account, resource] = fields.as_slice() else {
+        return Err(format!("'{arn}' is not a role ARN ({example})"));
+    };
+    if *scheme != "arn" || !partition.starts_with("aws") || *service != "iam" || !region.is_empty()
+    {
+        return Err(format!("'{arn}' is not an IAM role ARN ({example})"));
+    }
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{arn}' names the account '{account}'; an account id is 12 digits ({example})"
+        ));
+    }
+    let Some(path_and_name) = resource.strip_prefix("role/") else {
+        return Err(format!("'{arn}' is not a role ARN ({example})"));
+    };
+    let name = path_and_name.rsplit('/').next().unwrap_or_default();
+    let name_ok = (1..=MAX_ROLE_NAME_LEN).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    if !name_ok {
+        return Err(format!(
+            "'{arn}' has the role name '{name}'; a role name is 1 to {MAX_ROLE_NAME_LEN} letters, digits or +=,.@_-"
+        ));
+    }
+    Ok(())
+}
+
+fn check_external_id(external_id: &str) -> Result<(), String> {
+    let len = external_id.chars().count();
+    if !EXTERNAL_ID_LEN.contains(&len) {
+        return Err(format!(
+            "is {len} characters long; STS takes {} to {}",
+            EXTERNAL_ID_LEN.start(),
+            EXTERNAL_ID_LEN.end()
+        ));
+    }
+    if let Some(c) = external_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(*c)))
+    {
+        return Err(format!(
+            "contains '{}'; only letters, digits and +=,.@:/_- are allowed",
+            c.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 fn check_ses_name(value: &str) -> Result<(), String> {
@@ -1027,6 +1171,47 @@ send_rate = -1
         ] {
             assert!(looks_like_region(region), "{region}");
         }
+    }
+
+    #[test]
+    fn a_sending_role_is_checked_and_names_its_account() {
+        let with = |ses: &str| errors(&format!("{MINIMAL}\n[ses]\n{ses}\n"));
+        for bad in [
+            "arn:aws:iam::1111222233:role/short-account",
+            "arn:aws:iam::111122223333:user/not-a-role",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam:eu-west-1:111122223333:role/regional",
+            "arn:aws:iam::111122223333:role/",
+            "arn:aws:iam::111122223333:role/has space",
+            "hikyaku-sending",
+        ] {
+            let e = with(&format!("sending_role_arn = \"{bad}\""));
+            assert_eq!(e.fields(), vec!["ses.sending_role_arn"], "{bad}: {e}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let e = with("external_id = \"abcdefgh\"");
+        assert_eq!(e.fields(), vec!["ses.external_id"]);
+        assert!(e.to_string().contains("sending_role_arn"), "{e}");
+        let role = "sending_role_arn = \"arn:aws:iam::111122223333:role/path/hikyaku-sending\"";
+        for bad in ["x", "has space", &"a".repeat(1225)] {
+            let e = with(&format!("{role}\nexternal_id = \"{bad}\""));
+            assert_eq!(e.fields(), vec!["ses.external_id"], "{e}");
+        }
+
+        let ok = format!(
+            "{MINIMAL}\n[ses]\n{role}\nexternal_id = \"k3y+=,.@:/_-\"\nregion = \"eu-west-1\"\n"
+        );
+        let c = Campaign::from_definition(def(&ok), None).unwrap();
+        let account = c.ses.sending_account();
+        let role = account.role.as_ref().unwrap();
+        assert_eq!(role.account_id(), "111122223333");
+        assert_eq!(role.external_id.as_deref(), Some("k3y+=,.@:/_-"));
+        assert_eq!(account.scope(), "111122223333/eu-west-1");
+        assert_eq!(account.to_string(), "account 111122223333 in eu-west-1");
+        // The sender's own account keeps the scopes budgets were stored under.
+        assert_eq!(SendingAccount::default().scope(), "default");
+        let own = Campaign::from_definition(def(MINIMAL), None).unwrap();
+        assert_eq!(own.ses.sending_account(), SendingAccount::default());
     }
 
     #[test]

@@ -852,6 +852,12 @@ impl crate::budget::BudgetStore for FakeBudgetStore {
 /// `GetAccount` answering a snapshot the test sets; counts the calls.
 pub struct FakeAccount {
     pub snapshot: Mutex<crate::budget::AccountSnapshot>,
+    /// Other accounts' snapshots, by [`SendingAccount::scope`]; the others answer `snapshot`.
+    ///
+    /// [`SendingAccount::scope`]: crate::campaign::SendingAccount::scope
+    pub by_scope: Mutex<HashMap<String, crate::budget::AccountSnapshot>>,
+    /// The scopes asked, in order.
+    pub asked: Mutex<Vec<String>>,
     pub calls: AtomicU64,
 }
 
@@ -868,6 +874,8 @@ impl FakeAccount {
                 production_access: true,
                 fetched_at: DateTime::<Utc>::UNIX_EPOCH,
             }),
+            by_scope: Mutex::default(),
+            asked: Mutex::default(),
             calls: AtomicU64::new(0),
         }
     }
@@ -883,11 +891,14 @@ impl Default for FakeAccount {
 impl crate::budget::AccountSource for FakeAccount {
     async fn account(
         &self,
-        _region: Option<&str>,
+        sending: &crate::campaign::SendingAccount,
         now: DateTime<Utc>,
     ) -> Result<crate::budget::AccountSnapshot, crate::budget::AccountError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut snapshot = locked(&self.snapshot).clone();
+        let scope = sending.scope();
+        let other = locked(&self.by_scope).get(&scope).cloned();
+        locked(&self.asked).push(scope);
+        let mut snapshot = other.unwrap_or_else(|| locked(&self.snapshot).clone());
         snapshot.fetched_at = now;
         Ok(snapshot)
     }
@@ -896,12 +907,14 @@ impl crate::budget::AccountSource for FakeAccount {
 /// An account check answering what the test sets (ready by default).
 pub struct FakeGate {
     pub verdict: Mutex<crate::budget::AccountVerdict>,
+    pub calls: AtomicU64,
 }
 
 impl Default for FakeGate {
     fn default() -> Self {
         FakeGate {
             verdict: Mutex::new(crate::budget::AccountVerdict::Ready),
+            calls: AtomicU64::new(0),
         }
     }
 }
@@ -910,9 +923,10 @@ impl Default for FakeGate {
 impl crate::budget::AccountGate for FakeGate {
     async fn verdict(
         &self,
-        _region: Option<&str>,
+        _sending: &crate::campaign::SendingAccount,
         _now: DateTime<Utc>,
     ) -> Result<crate::budget::AccountVerdict, crate::budget::BudgetError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         Ok(locked(&self.verdict).clone())
     }
 }

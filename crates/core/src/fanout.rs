@@ -163,11 +163,16 @@ pub async fn fan_out(
         });
     }
     if record.state.allows_sending() {
-        match ports
-            .account
-            .verdict(campaign.ses.region.as_deref(), now())
-            .await?
-        {
+        let sending = campaign.ses.sending_account();
+        let verdict = if sending.role.is_some() {
+            // The fan-out holds no sending role; the sender assumes it and checks that
+            // account before its first send.
+            tracing::info!(run = %run, account = %sending, "account left to the sender, which assumes the sending role");
+            AccountVerdict::Ready
+        } else {
+            ports.account.verdict(&sending, now()).await?
+        };
+        match verdict {
             AccountVerdict::Ready => {}
             AccountVerdict::Unhealthy { reason } => {
                 let reason = format!("account not fit to send: {reason}");

@@ -372,7 +372,8 @@ pub trait JobQueue: Send + Sync {
 /// A message ready for SES: one recipient, so SES adds the unsubscribe header and link.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboundEmail {
-    pub region: Option<String>,
+    /// The account and region to send from.
+    pub sending: crate::campaign::SendingAccount,
     pub from: String,
     pub to: EmailAddress,
     pub reply_to: Vec<EmailAddress>,

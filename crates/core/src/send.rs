@@ -15,7 +15,7 @@ use crate::budget::{
     AccountGate, AccountSource, AccountVerdict, Budget, BudgetError, BudgetSettings, BudgetStore,
     NoSlot, Pacer, sleep_until_us,
 };
-use crate::campaign::Campaign;
+use crate::campaign::{Campaign, SendingAccount};
 use crate::email::EmailAddress;
 use crate::ids::{CampaignId, RunRef};
 use crate::job::{JobRecipient, SendJob};
@@ -265,6 +265,7 @@ struct Shared<'a> {
     ctx: &'a JobContext<'a>,
     run: RunRef,
     campaign: &'a Campaign,
+    sending: SendingAccount,
     /// Set when SES says the account or settings stop all sending: no further call this job.
     stopped: AtomicBool,
     /// Set when the daily quota is used up: when SES should have room again.
@@ -320,7 +321,7 @@ pub async fn process_job(
         };
         let now = (ctx.now)();
         match budget
-            .verdict(campaign.ses.region.as_deref(), now)
+            .verdict(&campaign.ses.sending_account(), now)
             .await
             .map_err(JobFailure::Account)?
         {
@@ -382,6 +383,7 @@ pub async fn process_job(
         ctx,
         run: run.clone(),
         campaign: &campaign,
+        sending: campaign.ses.sending_account(),
         stopped: AtomicBool::new(false),
         quota_until: Mutex::new(None),
         quota_refused: AtomicBool::new(false),
@@ -476,10 +478,6 @@ impl Shared<'_> {
         }
     }
 
-    fn region(&self) -> Option<&str> {
-        self.campaign.ses.region.as_deref()
-    }
-
     /// A slot of the send budget, or the step to take when there is none to be had.
     async fn slot(&self) -> Result<i64, Step> {
         let usable = (self.ctx.time_left)().saturating_sub(self.settings.reserve);
@@ -490,7 +488,7 @@ impl Shared<'_> {
             .pacer
             .slot(
                 &self.budget(),
-                self.region(),
+                &self.sending,
                 &self.run,
                 self.campaign.limits.send_rate,
                 deadline_us,
@@ -670,7 +668,7 @@ impl Shared<'_> {
     async fn throttled(&self, email: &EmailAddress, err: &SendError) {
         tracing::info!(run = %self.run, to = %shown(email), code = %err.code, "send throttled; the budget backs off");
         self.throttle.pacer.forget(&self.run);
-        if let Err(store) = self.budget().throttled(self.region(), self.ctx.now).await {
+        if let Err(store) = self.budget().throttled(&self.sending, self.ctx.now).await {
             tracing::warn!(run = %self.run, error = %store, "throttling not recorded in the send budget");
         }
     }
@@ -742,7 +740,7 @@ impl Shared<'_> {
                         .unwrap_or_default();
                 self.wait_for_quota(resume_at).await;
                 let budget = self.budget();
-                if let Err(store) = budget.quota_refused(self.region(), self.ctx.now).await {
+                if let Err(store) = budget.quota_refused(&self.sending, self.ctx.now).await {
                     tracing::warn!(run = %self.run, error = %store, "quota refusal not recorded in the send budget");
                 }
                 self.release(email, Step::Retry).await
@@ -783,7 +781,7 @@ impl Shared<'_> {
     ) -> OutboundEmail {
         let ses = &self.campaign.ses;
         OutboundEmail {
-            region: ses.region.clone(),
+            sending: self.sending.clone(),
             from: self.campaign.from.header_value(),
             to: to.clone(),
             reply_to: self.campaign.reply_to.clone(),

@@ -389,3 +389,38 @@ async fn when_the_daily_quota_is_used_up_then_the_audience_is_enqueued_and_the_r
     assert!(record.fanout_complete);
     assert_eq!(enqueued(&world).len() as u64, record.progress.selected);
 }
+
+#[tokio::test]
+async fn a_campaign_sending_through_another_accounts_role_leaves_its_account_to_the_sender() {
+    let world = World::new(100).await;
+    let toml = CAMPAIGN_TOML.replace("id = \"spring\"", "id = \"partner\"")
+        + "sending_role_arn = \"arn:aws:iam::111122223333:role/hikyaku-sending\"\n";
+    let definition =
+        hikyaku_core::campaign::CampaignDefinition::from_toml_str(&toml, None).unwrap();
+    world.campaigns.create(&definition).await.unwrap();
+    // The fan-out's own account is unhealthy: that says nothing of the role's account.
+    *world.gate.verdict.lock().unwrap() = hikyaku_core::budget::AccountVerdict::Unhealthy {
+        reason: "SES enforcement status of the account is SHUTDOWN".into(),
+    };
+    let request = FanoutRequest {
+        campaign_id: CampaignId::parse("partner").unwrap(),
+        scheduled_time: at(),
+    };
+    fan_out(
+        &world.ports(),
+        &request,
+        &settings(50),
+        "f1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let record = world.runs.get(&request.run()).await.unwrap().unwrap();
+    assert_eq!(record.state, RunState::Sending);
+    assert_eq!(enqueued(&world).len() as u64, record.progress.selected);
+    assert_eq!(
+        world.gate.calls.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

@@ -692,3 +692,95 @@ async fn the_budget_costs_far_less_than_one_write_per_email() {
         1
     );
 }
+
+/// A second campaign, "partner", sending through another account's role, with its run.
+async fn add_role_campaign(world: &World) -> RunRef {
+    let toml = CAMPAIGN_TOML.replace("id = \"spring\"", "id = \"partner\"")
+        + "sending_role_arn = \"arn:aws:iam::111122223333:role/hikyaku-sending\"\n\
+           external_id = \"partner-external-id\"\n";
+    let definition =
+        hikyaku_core::campaign::CampaignDefinition::from_toml_str(&toml, None).unwrap();
+    world.campaigns.create(&definition).await.unwrap();
+    let partner = RunRef::new(
+        CampaignId::parse("partner").unwrap(),
+        RunId::from_scheduled_time(at()),
+    );
+    let mut record = RunRecord::new(partner.clone(), list(), at());
+    record.state = RunState::Sending;
+    world.runs.start(&record).await.unwrap();
+    partner
+}
+
+fn job_of(run: &RunRef, addresses: &[&str]) -> SendJob {
+    let mut job = job(addresses);
+    job.campaign_id = run.campaign_id.clone();
+    job.run_id = run.run_id.clone();
+    job
+}
+
+#[tokio::test]
+async fn runs_through_another_accounts_role_keep_their_own_budget_and_health() {
+    let world = World::new().await;
+    let partner = add_role_campaign(&world).await;
+    // The partner account is under review; the sender's own account is healthy.
+    let mut unhealthy = world.account.snapshot.lock().unwrap().clone();
+    unhealthy.enforcement_status = "PROBATION".into();
+    world
+        .account
+        .by_scope
+        .lock()
+        .unwrap()
+        .insert("111122223333/default".into(), unhealthy);
+
+    let own = addresses(6);
+    let theirs: Vec<String> = (0..6).map(|i| format!("p{i}@example.com")).collect();
+    let (own_report, partner_report) = tokio::join!(
+        world.process(job(&refs(&own)), "own"),
+        world.process(job_of(&partner, &refs(&theirs)), "partner"),
+    );
+    let (own_report, partner_report) = (own_report.unwrap(), partner_report.unwrap());
+
+    assert_eq!(own_report.sent, 6);
+    assert_eq!((partner_report.sent, partner_report.held), (0, 6));
+    assert_eq!(world.run_record().state, RunState::Sending);
+    let partner_record = world.runs.runs.lock().unwrap()[&partner].clone();
+    assert_eq!(partner_record.state, RunState::Paused);
+    assert!(
+        partner_record
+            .pause_reason
+            .as_deref()
+            .unwrap()
+            .contains("PROBATION"),
+        "{:?}",
+        partner_record.pause_reason
+    );
+    // One budget item per account; each account was asked about itself.
+    let mut scopes: Vec<String> = world.budget.items.lock().unwrap().keys().cloned().collect();
+    scopes.sort();
+    assert_eq!(scopes, ["111122223333/default", "default"]);
+    let mut asked = world.account.asked.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, ["111122223333/default", "default"]);
+    // The own account's mail names no role.
+    let sent = world.sender.sent.lock().unwrap();
+    assert!(sent.iter().all(|email| email.sending.role.is_none()));
+}
+
+#[tokio::test]
+async fn mail_through_a_role_names_the_role_and_its_external_id() {
+    let world = World::new().await;
+    let partner = add_role_campaign(&world).await;
+    let theirs = ["p0@example.com", "p1@example.com"];
+    let report = world
+        .process(job_of(&partner, &theirs), "partner")
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 2);
+    let sent = world.sender.sent.lock().unwrap();
+    for email in sent.iter() {
+        let role = email.sending.role.as_ref().unwrap();
+        assert_eq!(role.arn, "arn:aws:iam::111122223333:role/hikyaku-sending");
+        assert_eq!(role.external_id.as_deref(), Some("partner-external-id"));
+        assert_eq!(email.sending.scope(), "111122223333/default");
+    }
+}

@@ -9,6 +9,7 @@ use hikyaku_aws::dynamodb::{
     DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
     DynamoSuppressions,
 };
+use hikyaku_aws::roles::RoleAssumer;
 use hikyaku_aws::ses::{SesAccount, SesSender};
 use hikyaku_aws::sqs::SqsJobQueue;
 use hikyaku_core::send::{CampaignCache, Throttle};
@@ -30,8 +31,9 @@ async fn main() -> Result<(), Error> {
         suppressions: DynamoSuppressions::new(dynamodb.clone(), tables.suppressions.clone()),
         contacts: DynamoContacts::new(dynamodb.clone(), tables.contacts.clone()),
         budget: DynamoBudget::new(dynamodb, tables.runs.clone()),
-        account: SesAccount::new(&sdk),
-        sender: SesSender::new(&sdk),
+        // Campaigns naming a sending role send, and read their quota, through that role.
+        account: SesAccount::new(&sdk).with_roles(RoleAssumer::new(&sdk)),
+        sender: SesSender::new(&sdk).with_roles(RoleAssumer::new(&sdk)),
         queue: SqsJobQueue::new(
             aws_sdk_sqs::Client::new(&sdk),
             config.send_queue_url.clone(),
