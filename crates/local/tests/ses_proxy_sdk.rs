@@ -95,6 +95,8 @@ async fn injected_errors_are_the_modelled_ses_exceptions() {
     assert_eq!(sends[0].message_id, "ses-1");
     assert_eq!(sends[0].configuration_set_name.as_deref(), Some("hikyaku"));
     assert_eq!(sends[0].tag("run"), Some("r1"));
+    // Whose credentials signed it.
+    assert_eq!(sends[0].access_key_id.as_deref(), Some("testing"));
     assert_eq!(
         sends[0]
             .list_management_options

@@ -4,6 +4,7 @@
 //! it. Each test seeds a list and campaign of its own and counts at the SES emulator's store.
 
 mod budget;
+mod cross_account;
 mod feedback;
 mod helpers;
 

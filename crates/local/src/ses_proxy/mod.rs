@@ -81,6 +81,10 @@ pub struct RecordedSend {
     pub subject: Option<String>,
     /// When the proxy received the request, in milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+    /// The access key the request was signed with (SigV4 `Credential=`): whose credentials
+    /// sent it, e.g. a sending role's.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -391,6 +395,7 @@ async fn post_reset(State(proxy): State<SesProxy>) -> StatusCode {
 async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
     let received_at_ms = now_ms();
     let (parts, body) = request.into_parts();
+    let access_key_id = signing_key(&parts.headers);
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
         Err(e) => return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")),
@@ -460,9 +465,9 @@ async fn forward(State(proxy): State<SesProxy>, request: Request) -> Response {
                 .and_then(|v| v.get("MessageId")?.as_str().map(str::to_owned))
                 .unwrap_or_default();
             state.counters.send_email_accepted += 1;
-            state
-                .sends
-                .push(record(&request, message_id.clone(), received_at_ms));
+            let mut sent = record(&request, message_id.clone(), received_at_ms);
+            sent.access_key_id = access_key_id;
+            state.sends.push(sent);
             accepted = Some((request, message_id));
         }
     }
@@ -530,6 +535,18 @@ fn recipients(request: &Value) -> Vec<String> {
     all
 }
 
+/// The access key id of a SigV4 `Authorization` header:
+/// `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/<service>/aws4_request, ...`.
+fn signing_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let credential = value.split("Credential=").nth(1)?;
+    let key = credential.split('/').next()?;
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
 /// The record of an accepted SendEmail request body (SES v2 JSON, PascalCase).
 fn record(request: &Value, message_id: String, received_at_ms: u64) -> RecordedSend {
     let destination = request.get("Destination");
@@ -564,6 +581,7 @@ fn record(request: &Value, message_id: String, received_at_ms: u64) -> RecordedS
         list_management_options,
         subject: string(request.pointer("/Content/Simple/Subject/Data")),
         received_at_ms,
+        access_key_id: None,
     }
 }
 
@@ -698,6 +716,25 @@ mod tests {
         );
         assert_eq!(sent.subject.as_deref(), Some("Hello"));
         assert_eq!(recipients(&request), ["a@x.test", "b@x.test"]);
+    }
+
+    #[test]
+    fn the_signing_access_key_is_read_from_a_sigv4_header() {
+        let mut headers = axum::http::HeaderMap::new();
+        assert_eq!(signing_key(&headers), None);
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLE/20261204/us-east-1/ses/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature=abc"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(signing_key(&headers).as_deref(), Some("ASIAEXAMPLE"));
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer token".parse().unwrap(),
+        );
+        assert_eq!(signing_key(&headers), None);
     }
 
     #[test]
