@@ -248,9 +248,11 @@ test-unit: ## Unit and handler tests (no emulator needed)
 # run one at a time. Small fan-out pages, and a reserve as long as watch's timeout, make every
 # fan-out hand over after each page: every run exercises the continuation chain.
 # A fresh SES account snapshot every second and a recheck of runs waiting for quota every 3 s
-# let the quota tests watch a run wait and resume within seconds.
+# let the quota tests watch a run wait and resume within seconds; jobs of a paused run looking
+# again every 2 s let the lifecycle tests resume within seconds.
 TEST_FUNCTION_ENV := --function-env HIKYAKU_FANOUT_PAGE_SIZE=200 --function-env HIKYAKU_FANOUT_RESERVE_SECS=600 \
-	--function-env HIKYAKU_ACCOUNT_CACHE_SECS=1 --function-env HIKYAKU_QUOTA_RECHECK_SECS=3
+	--function-env HIKYAKU_ACCOUNT_CACHE_SECS=1 --function-env HIKYAKU_QUOTA_RECHECK_SECS=3 \
+	--function-env HIKYAKU_PAUSED_RECHECK_SECS=2
 .PHONY: test-integration
 test-integration: tools ## Integration tests against the local stack (started and stopped here)
 	@$(MAKE) local-down

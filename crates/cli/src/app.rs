@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use hikyaku_aws::config::env_opt;
 use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
 use hikyaku_core::ids::RunRef;
+use hikyaku_core::lifecycle::Action;
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
 
-use crate::cli::{CampaignCommand, Command, ContactsCommand, SuppressionCommand};
-use crate::commands::{campaign, contacts, suppression};
+use crate::cli::{CampaignCommand, Command, ContactsCommand, RunTarget, SuppressionCommand};
+use crate::commands::{self, campaign, contacts, suppression};
 use crate::error::CliError;
 use crate::invoke::FunctionInvoke;
 use crate::output::Report;
@@ -150,6 +151,31 @@ pub async fn dispatch(
             }
             Box::new(report)
         }
+        Command::Campaign(CampaignCommand::Pause { target, reason }) => {
+            lifecycle(
+                ports,
+                settings,
+                target,
+                Action::Pause,
+                reason.as_deref(),
+                now,
+            )
+            .await?
+        }
+        Command::Campaign(CampaignCommand::Resume { target }) => {
+            lifecycle(ports, settings, target, Action::Resume, None, now).await?
+        }
+        Command::Campaign(CampaignCommand::Cancel { target, reason }) => {
+            lifecycle(
+                ports,
+                settings,
+                target,
+                Action::Cancel,
+                reason.as_deref(),
+                now,
+            )
+            .await?
+        }
         Command::Campaign(CampaignCommand::Status { id, run }) => Box::new(
             campaign::status(
                 ports.campaigns,
@@ -177,6 +203,29 @@ pub async fn dispatch(
             suppression::export(ports.suppressions, kind.map(Into::into), out.as_deref()).await?,
         ),
     })
+}
+
+async fn lifecycle(
+    ports: &Ports<'_>,
+    settings: &Settings,
+    target: &RunTarget,
+    action: Action,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Box<dyn Report>, CliError> {
+    Ok(Box::new(
+        commands::lifecycle::change(
+            ports.runs,
+            ports.invoker,
+            &settings.fanout_function,
+            &target.id,
+            target.run.as_ref(),
+            action,
+            reason,
+            now,
+        )
+        .await?,
+    ))
 }
 
 #[cfg(test)]
@@ -359,6 +408,75 @@ mod tests {
             suppressions.json()["suppressions"][0]["email"],
             "b@example.com"
         );
+    }
+
+    #[tokio::test]
+    async fn a_run_is_paused_resumed_and_cancelled_by_the_operator() {
+        let fakes = Fakes::default();
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("campaign.toml");
+        std::fs::write(
+            &toml,
+            "id = \"demo\"\nlist = \"news\"\nsubject = \"Hi\"\nhtml = \"<p>Hello</p>\"\n\
+             [from]\naddress = \"news@example.com\"\n",
+        )
+        .unwrap();
+        let csv = dir.path().join("contacts.csv");
+        std::fs::write(&csv, "email\na@example.com\n").unwrap();
+        let csv = csv.to_str().unwrap();
+        hikyaku(&fakes, &["contacts", "import", csv, "--list", "news"])
+            .await
+            .unwrap();
+        hikyaku(&fakes, &["campaign", "create", toml.to_str().unwrap()])
+            .await
+            .unwrap();
+        let no_run = hikyaku(&fakes, &["campaign", "pause", "demo"]).await.err();
+        let no_run = no_run.expect("no run yet").to_string();
+        assert!(no_run.contains("has not run yet"), "{no_run}");
+
+        let started = hikyaku(&fakes, &["campaign", "start", "demo"])
+            .await
+            .unwrap();
+        let run_id = started.json()["run_id"].as_str().unwrap().to_owned();
+        let paused = hikyaku(
+            &fakes,
+            &[
+                "campaign", "pause", "demo", "--run", &run_id, "--reason", "typo",
+            ],
+        )
+        .await
+        .unwrap();
+        let json = paused.json();
+        assert_eq!(
+            (json["state"].as_str(), json["changed"].as_bool()),
+            (Some("paused"), Some(true))
+        );
+        assert_eq!(json["reason"], "typo");
+        let status = hikyaku(&fakes, &["campaign", "status", "demo"])
+            .await
+            .unwrap();
+        assert_eq!(status.json()["phase"], "paused");
+        assert!(status.text().contains("typo"), "{}", status.text());
+
+        let resumed = hikyaku(&fakes, &["campaign", "resume", "demo"])
+            .await
+            .unwrap();
+        assert_eq!(resumed.json()["state"], "sending");
+        assert_eq!(resumed.json()["was"], "paused");
+        let cancelled = hikyaku(&fakes, &["campaign", "cancel", "demo"])
+            .await
+            .unwrap();
+        assert!(
+            cancelled.text().contains("cancelled"),
+            "{}",
+            cancelled.text()
+        );
+        let refused = hikyaku(&fakes, &["campaign", "resume", "demo"]).await.err();
+        let refused = refused
+            .expect("a cancelled run stays cancelled")
+            .to_string();
+        assert!(refused.contains("cannot be resumed"), "{refused}");
+        assert!(refused.contains("campaign start demo"), "{refused}");
     }
 
     #[test]

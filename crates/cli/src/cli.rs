@@ -138,6 +138,28 @@ pub enum CampaignCommand {
         #[arg(long, value_name = "SECONDS", requires = "wait")]
         timeout: Option<u64>,
     },
+    /// Pause a run: senders stop within one batch; `resume` carries on where it stood
+    Pause {
+        #[command(flatten)]
+        target: RunTarget,
+        /// Why, shown by `status` [default: paused by the operator]
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Resume a paused run: nobody is sent twice, nobody is skipped; a fan-out cut short by
+    /// the pause is continued from its checkpoint
+    Resume {
+        #[command(flatten)]
+        target: RunTarget,
+    },
+    /// Cancel a run for good: nothing more is sent, unsent recipients are recorded `cancelled`
+    Cancel {
+        #[command(flatten)]
+        target: RunTarget,
+        /// Why, shown by `status` [default: cancelled by the operator]
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
     /// Show a run's progress, counts per delivery state and send rate
     Status {
         /// The campaign id
@@ -146,6 +168,16 @@ pub enum CampaignCommand {
         #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
         run: Option<RunId>,
     },
+}
+
+/// Which run a lifecycle command acts on.
+#[derive(clap::Args, Debug)]
+pub struct RunTarget {
+    /// The campaign id
+    pub id: CampaignId,
+    /// The run (its scheduled time, YYYYMMDDTHHMMSSZ); the latest without it
+    #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
+    pub run: Option<RunId>,
 }
 
 fn parse_run_id(value: &str) -> Result<RunId, String> {

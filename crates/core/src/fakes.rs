@@ -153,6 +153,27 @@ pub struct FakeRuns {
     pub runs: Mutex<HashMap<RunRef, RunRecord>>,
 }
 
+impl FakeRuns {
+    /// Moves a run in `from` back to sending (or fanning out), as the store's resumes do.
+    fn resume_from(&self, run: &RunRef, from: RunState) -> bool {
+        let mut runs = locked(&self.runs);
+        let Some(record) = runs.get_mut(run) else {
+            return false;
+        };
+        if record.state != from {
+            return false;
+        }
+        record.state = if record.fanout_complete {
+            RunState::Sending
+        } else {
+            RunState::FanningOut
+        };
+        record.pause_reason = None;
+        record.resume_at = None;
+        true
+    }
+}
+
 #[async_trait]
 impl RunStore for FakeRuns {
     async fn start(&self, record: &RunRecord) -> Result<RunRecord, StoreError> {
@@ -264,21 +285,29 @@ impl RunStore for FakeRuns {
         run: &RunRef,
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        Ok(self.resume_from(run, RunState::WaitingForQuota))
+    }
+
+    async fn resume(&self, run: &RunRef, _now: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(self.resume_from(run, RunState::Paused))
+    }
+
+    async fn cancel(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut runs = locked(&self.runs);
-        let Some(record) = runs.get_mut(run) else {
-            return Ok(false);
-        };
-        if record.state != RunState::WaitingForQuota {
-            return Ok(false);
+        match runs.get_mut(run) {
+            Some(record) if record.state != RunState::Cancelled => {
+                record.state = RunState::Cancelled;
+                record.pause_reason = Some(reason.to_owned());
+                record.resume_at = None;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        record.state = if record.fanout_complete {
-            RunState::Sending
-        } else {
-            RunState::FanningOut
-        };
-        record.pause_reason = None;
-        record.resume_at = None;
-        Ok(true)
     }
 
     async fn add_feedback(
@@ -335,6 +364,39 @@ impl FakeLedger {
     }
 }
 
+impl FakeLedger {
+    /// A record of a recipient never sent to, only if it has none.
+    fn record_unsent(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        state: DeliveryState,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> ClaimResult {
+        let mut records = locked(&self.records);
+        let key = (run.clone(), email.clone());
+        if let Some(existing) = records.get(&key) {
+            return ClaimResult::Existing(existing.clone());
+        }
+        records.insert(
+            key,
+            DeliveryRecord {
+                email: email.clone(),
+                state,
+                claim_token: None,
+                claimed_at: None,
+                ses_message_id: None,
+                reason: Some(reason.to_owned()),
+                updated_at: now,
+                marks: Marks::default(),
+                feedback_detail: None,
+            },
+        );
+        ClaimResult::Claimed
+    }
+}
+
 #[async_trait]
 impl Ledger for FakeLedger {
     async fn claim(
@@ -375,26 +437,17 @@ impl Ledger for FakeLedger {
         now: DateTime<Utc>,
     ) -> Result<ClaimResult, StoreError> {
         self.fail_if("record_suppressed")?;
-        let mut records = locked(&self.records);
-        let key = (run.clone(), email.clone());
-        if let Some(existing) = records.get(&key) {
-            return Ok(ClaimResult::Existing(existing.clone()));
-        }
-        records.insert(
-            key,
-            DeliveryRecord {
-                email: email.clone(),
-                state: DeliveryState::Suppressed,
-                claim_token: None,
-                claimed_at: None,
-                ses_message_id: None,
-                reason: Some(reason.to_owned()),
-                updated_at: now,
-                marks: Marks::default(),
-                feedback_detail: None,
-            },
-        );
-        Ok(ClaimResult::Claimed)
+        Ok(self.record_unsent(run, email, DeliveryState::Suppressed, reason, now))
+    }
+
+    async fn record_cancelled(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError> {
+        self.fail_if("record_cancelled")?;
+        Ok(self.record_unsent(run, email, DeliveryState::Cancelled, "run cancelled", now))
     }
 
     async fn complete(

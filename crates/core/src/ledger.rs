@@ -24,15 +24,18 @@ pub enum DeliveryState {
     Suppressed,
     /// A claim was abandoned mid-send: SES may or may not have the message. Never resent.
     Uncertain,
+    /// The run was cancelled before this recipient was sent to; it never will be.
+    Cancelled,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 5] = [
+    pub const ALL: [DeliveryState; 6] = [
         DeliveryState::Claimed,
         DeliveryState::Sent,
         DeliveryState::Failed,
         DeliveryState::Suppressed,
         DeliveryState::Uncertain,
+        DeliveryState::Cancelled,
     ];
 
     pub fn is_terminal(self) -> bool {
@@ -46,6 +49,7 @@ impl DeliveryState {
             DeliveryState::Failed => "failed",
             DeliveryState::Suppressed => "suppressed",
             DeliveryState::Uncertain => "uncertain",
+            DeliveryState::Cancelled => "cancelled",
         }
     }
 
@@ -57,6 +61,7 @@ impl DeliveryState {
             (from, to),
             (None, Claimed)
                 | (None, Suppressed)
+                | (None, Cancelled)
                 | (Some(Claimed), Sent)
                 | (Some(Claimed), Failed)
                 | (Some(Claimed), Uncertain)
@@ -159,6 +164,8 @@ pub struct LedgerCounts {
     pub failed: u64,
     pub suppressed: u64,
     pub uncertain: u64,
+    #[serde(default)]
+    pub cancelled: u64,
     pub first_sent_at: Option<DateTime<Utc>>,
     pub last_sent_at: Option<DateTime<Utc>>,
 }
@@ -171,6 +178,7 @@ impl LedgerCounts {
             DeliveryState::Failed => self.failed += 1,
             DeliveryState::Suppressed => self.suppressed += 1,
             DeliveryState::Uncertain => self.uncertain += 1,
+            DeliveryState::Cancelled => self.cancelled += 1,
         }
     }
 
@@ -181,7 +189,7 @@ impl LedgerCounts {
 
     /// Recipients in a terminal state.
     pub fn terminal(&self) -> u64 {
-        self.sent + self.failed + self.suppressed + self.uncertain
+        self.sent + self.failed + self.suppressed + self.uncertain + self.cancelled
     }
 
     /// Emails per second between the first and the last accepted send.

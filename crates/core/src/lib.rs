@@ -13,6 +13,7 @@ pub mod ids;
 pub mod import;
 pub mod job;
 pub mod ledger;
+pub mod lifecycle;
 pub mod logging;
 pub mod notification;
 pub mod ports;

@@ -141,6 +141,17 @@ pub trait RunStore: Send + Sync {
         run: &RunRef,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Moves a paused run back to `sending` (or `fanning_out` when its fan-out is not
+    /// complete), clearing the reason; `Ok(false)` when it was not paused.
+    async fn resume(&self, run: &RunRef, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Cancels a run for good, with the reason; `Ok(false)` when there is no such run or it
+    /// was cancelled already.
+    async fn cancel(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// The campaign's runs, newest first.
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError>;
     /// Adds `delta` to the run's feedback counters; the run as it stands afterwards, or `None`
@@ -176,6 +187,14 @@ pub trait Ledger: Send + Sync {
         run: &RunRef,
         email: &EmailAddress,
         reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError>;
+    /// Records a recipient of a cancelled run, only if the recipient has no record;
+    /// `ClaimResult::Claimed` when this call wrote it, else the record found.
+    async fn record_cancelled(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
         now: DateTime<Utc>,
     ) -> Result<ClaimResult, StoreError>;
     /// Ends the claim held by `token` with its outcome; `Ok(false)` if the claim was no

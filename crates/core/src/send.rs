@@ -43,6 +43,12 @@ pub struct SendSettings {
     pub reserve: Duration,
     /// How long a loaded campaign is trusted before it is read again.
     pub campaign_ttl: Duration,
+    /// How long a paused run's job waits on the queue before it looks again: the longest a
+    /// resume takes to reach it.
+    pub paused_recheck: Duration,
+    /// How often a job in progress looks at its run again: the longest a pause or cancel
+    /// takes to stop it.
+    pub run_recheck: Duration,
     /// The account-wide send budget.
     pub budget: BudgetSettings,
 }
@@ -55,6 +61,8 @@ impl Default for SendSettings {
             retry_max: Duration::from_secs(300),
             reserve: Duration::from_secs(5),
             campaign_ttl: Duration::from_secs(60),
+            paused_recheck: Duration::from_secs(60),
+            run_recheck: Duration::from_secs(1),
             budget: BudgetSettings::default(),
         }
     }
@@ -171,9 +179,11 @@ pub struct JobReport {
     pub uncertain: u32,
     /// Put back on the queue for a later attempt (throttling, transient errors, time).
     pub requeued: u32,
-    /// Not sent because the run is paused (kept on the queue at the longest delay until it
-    /// sends again) or cancelled (dropped for good).
+    /// Not sent because the run is paused or waits for quota (kept on the queue until it
+    /// sends again).
     pub held: u32,
+    /// Recorded `cancelled`: the run was cancelled before they were sent to.
+    pub cancelled: u32,
     /// Accepted by SES but the ledger could not record it: left `claimed`, so it turns
     /// `uncertain`, never resent.
     pub unrecorded: u32,
@@ -266,14 +276,40 @@ struct Shared<'a> {
     run: RunRef,
     campaign: &'a Campaign,
     sending: SendingAccount,
-    /// Set when SES says the account or settings stop all sending: no further call this job.
+    /// Set when SES says the account or settings stop all sending, or the run was paused or
+    /// cancelled meanwhile: no further call this job.
     stopped: AtomicBool,
+    /// The run's state as last read, and when.
+    run_state: tokio::sync::Mutex<(DateTime<Utc>, RunState)>,
     /// Set when the daily quota is used up: when SES should have room again.
     quota_until: Mutex<Option<DateTime<Utc>>>,
     /// Set when SES itself refused a send for the quota: slots already held are no good.
     quota_refused: AtomicBool,
     missed_slots: AtomicU32,
     max_lateness_us: AtomicU32,
+}
+
+/// Records every recipient of the job without a record yet as `cancelled`; how many it
+/// wrote. Those with one (sent, failed, ...) keep it. A store failure retries the job.
+async fn cancel_recipients(
+    ports: &SendPorts<'_>,
+    job: &SendJob,
+    now: DateTime<Utc>,
+) -> Result<u32, JobFailure> {
+    let run = job.run();
+    let mut written = 0;
+    for recipient in &job.recipients {
+        match ports
+            .ledger
+            .record_cancelled(&run, &recipient.email, now)
+            .await
+        {
+            Ok(ClaimResult::Claimed) => written += 1,
+            Ok(ClaimResult::Existing(_)) => {}
+            Err(err) => return Err(JobFailure::Ledger(err.to_string())),
+        }
+    }
+    Ok(written)
 }
 
 /// The job's campaign: a store failure is retried, a missing or invalid campaign rejected.
@@ -355,16 +391,19 @@ pub async fn process_job(
             }
         }
     }
+    if record.state == RunState::Cancelled {
+        report.cancelled = cancel_recipients(ports, &job, (ctx.now)()).await?;
+        tracing::info!(run = %run, cancelled = report.cancelled, recipients = job.recipients.len(), "run cancelled; recipients recorded cancelled");
+        return Ok(report);
+    }
     if !record.state.allows_sending() {
         report.held = job.recipients.len() as u32;
-        if record.state == RunState::Paused {
-            // Kept on the queue, at the longest delay, until the run sends again.
-            ports
-                .queue
-                .enqueue_delayed(&job, settings.retry_max)
-                .await
-                .map_err(JobFailure::Requeue)?;
-        }
+        // Kept on the queue until the run sends again; a resume reaches it within the delay.
+        ports
+            .queue
+            .enqueue_delayed(&job, settings.paused_recheck)
+            .await
+            .map_err(JobFailure::Requeue)?;
         tracing::info!(run = %run, state = %record.state, recipients = report.held, "run not sending; job held");
         return Ok(report);
     }
@@ -385,6 +424,7 @@ pub async fn process_job(
         campaign: &campaign,
         sending: campaign.ses.sending_account(),
         stopped: AtomicBool::new(false),
+        run_state: tokio::sync::Mutex::new(((ctx.now)(), record.state)),
         quota_until: Mutex::new(None),
         quota_refused: AtomicBool::new(false),
         missed_slots: AtomicU32::new(0),
@@ -420,7 +460,7 @@ pub async fn process_job(
         let next = SendJob::new(&run, job.attempt + 1, retry);
         let quota_until = *shared.quota_until.lock().expect("quota lock");
         let delay = match quota_until {
-            _ if held => settings.retry_max,
+            _ if held => settings.paused_recheck,
             Some(resume_at) => settings.quota_delay(resume_at, (ctx.now)()),
             None => settings.retry_delay(next.attempt),
         };
@@ -445,6 +485,36 @@ impl Shared<'_> {
 
     fn quota_waiting(&self) -> bool {
         self.quota_until.lock().expect("quota lock").is_some()
+    }
+
+    /// Whether the run stopped sending (paused, cancelled, waiting for quota), reading it
+    /// again when the last look is older than `run_recheck`: so a pause or cancel reaches a
+    /// job in progress, not only the next one.
+    async fn run_stopped(&self) -> bool {
+        if self.stopped.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut seen = self.run_state.lock().await;
+        let now = (self.ctx.now)();
+        let recheck = chrono::Duration::from_std(self.settings.run_recheck).unwrap_or_default();
+        if now - seen.0 >= recheck {
+            match self.ports.runs.get(&self.run).await {
+                Ok(Some(record)) => *seen = (now, record.state),
+                Ok(None) => seen.0 = now,
+                Err(err) => {
+                    // The last state stands; the next look is a recheck away.
+                    tracing::warn!(run = %self.run, error = %err, "run state not read again");
+                    seen.0 = now;
+                }
+            }
+        }
+        if seen.1.allows_sending() {
+            return false;
+        }
+        if !self.stopped.swap(true, Ordering::Relaxed) {
+            tracing::info!(run = %self.run, state = %seen.1, "run stopped sending meanwhile; the rest of the job is held");
+        }
+        true
     }
 
     /// Whether to stop before taking a slot: the run stopped, the quota is used up, or the
@@ -588,6 +658,11 @@ impl Shared<'_> {
         sleep_until_us(slot - lead_us, self.ctx.now).await;
         {
             let _permit = self.permit().await;
+            // Looked at with the permit in hand: sends queue for permits when the stores are
+            // slow, and a pause must reach those too.
+            if self.run_stopped().await {
+                return Step::Held;
+            }
             if let Some(step) = self.halt_holding_slot() {
                 return step;
             }
@@ -625,6 +700,9 @@ impl Shared<'_> {
         loop {
             sleep_until_us(slot, self.ctx.now).await;
             let permit = self.permit().await;
+            if self.run_stopped().await {
+                return self.release(email, Step::Held).await;
+            }
             let lateness = (self.ctx.now)().timestamp_micros() - slot;
             if lateness > late_us {
                 // Too late for this slot: sent now, it could crowd the slots after it.

@@ -323,12 +323,12 @@ async fn when_ses_stops_the_account_then_the_run_pauses_and_the_rest_is_held() {
             .unwrap()
             .contains("SendingPausedException")
     );
-    // Held recipients have no ledger record and wait on the queue at the longest delay.
+    // Held recipients have no ledger record and wait on the queue until the run is resumed.
     assert_eq!(world.state("r00@example.com"), None);
     let delayed = world.queue.take_delayed();
     assert_eq!(delayed.len(), 1);
     assert_eq!(delayed[0].0.recipients.len() as u32, report.held);
-    assert_eq!(delayed[0].1, world.settings.retry_max);
+    assert_eq!(delayed[0].1, world.settings.paused_recheck);
     // A job of the paused run that arrives later is held whole, and kept.
     let later = world.process(job(&refs(&all)), "t2").await.unwrap();
     assert_eq!(later.held, 10);
@@ -783,4 +783,93 @@ async fn mail_through_a_role_names_the_role_and_its_external_id() {
         assert_eq!(role.external_id.as_deref(), Some("partner-external-id"));
         assert_eq!(email.sending.scope(), "111122223333/default");
     }
+}
+
+#[tokio::test]
+async fn a_cancelled_runs_recipients_are_recorded_cancelled_and_the_sent_keep_their_state() {
+    let world = World::new().await;
+    let all = addresses(6);
+    let first = world.process(job(&refs(&all[..2])), "t1").await.unwrap();
+    assert_eq!(first.sent, 2);
+    hikyaku_core::lifecycle::apply(
+        &world.runs,
+        &run(),
+        hikyaku_core::lifecycle::Action::Cancel,
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    // The whole job arrives again (a redelivery) with the rest.
+    let report = world.process(job(&refs(&all)), "t2").await.unwrap();
+    assert_eq!((report.sent, report.cancelled), (0, 4));
+    assert_eq!(world.sender.sent_to().len(), 2);
+    assert!(
+        world.queue.take_delayed().is_empty(),
+        "nothing kept on the queue"
+    );
+    assert_eq!(world.state(&all[0]), Some(DeliveryState::Sent));
+    assert_eq!(world.state(&all[5]), Some(DeliveryState::Cancelled));
+    let counts = world.ledger.counts(&run()).await.unwrap();
+    assert_eq!(
+        (counts.sent, counts.cancelled, counts.terminal()),
+        (2, 4, 6)
+    );
+}
+
+#[tokio::test]
+async fn a_paused_runs_job_waits_on_the_queue_and_is_sent_once_after_the_resume() {
+    let world = World::new().await;
+    let all = addresses(5);
+    let this_run = run();
+    let lifecycle =
+        |action| hikyaku_core::lifecycle::apply(&world.runs, &this_run, action, None, Utc::now());
+    lifecycle(hikyaku_core::lifecycle::Action::Pause)
+        .await
+        .unwrap();
+    let held = world.process(job(&refs(&all)), "t1").await.unwrap();
+    assert_eq!((held.sent, held.held), (0, 5));
+    let delayed = world.queue.take_delayed();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(delayed[0].1, world.settings.paused_recheck);
+
+    lifecycle(hikyaku_core::lifecycle::Action::Resume)
+        .await
+        .unwrap();
+    let report = world.process(delayed[0].0.clone(), "t2").await.unwrap();
+    assert_eq!(report.sent, 5);
+    assert!(world.sent_counts().values().all(|&n| n == 1));
+}
+
+#[tokio::test]
+async fn a_pause_reaches_a_job_in_progress_within_a_recheck() {
+    let mut world = World::new().await;
+    world.settings.run_recheck = Duration::ZERO;
+    let account = world.account.snapshot.lock().unwrap().clone();
+    // 40 a second: 40 recipients take about a second.
+    *world.account.snapshot.lock().unwrap() = hikyaku_core::budget::AccountSnapshot {
+        max_send_rate: 40.0,
+        ..account
+    };
+    let all = addresses(40);
+    let this_run = run();
+    let pause_soon = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hikyaku_core::lifecycle::apply(
+            &world.runs,
+            &this_run,
+            hikyaku_core::lifecycle::Action::Pause,
+            None,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    };
+    let (report, ()) = tokio::join!(world.process(job(&refs(&all)), "t1"), pause_soon);
+    let report = report.unwrap();
+    assert!(report.sent > 0 && report.sent < 30, "{report:?}");
+    assert_eq!(report.sent + report.held, 40, "{report:?}");
+    let delayed = world.queue.take_delayed();
+    assert_eq!(delayed[0].1, world.settings.paused_recheck);
+    assert_eq!(delayed[0].0.recipients.len() as u32, report.held);
 }

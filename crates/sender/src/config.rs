@@ -46,6 +46,12 @@ impl Config {
                     60,
                     0..=3_600,
                 )?),
+                paused_recheck: Duration::from_secs(env_parse_in(
+                    "HIKYAKU_PAUSED_RECHECK_SECS",
+                    60,
+                    1..=900,
+                )?),
+                run_recheck: SendSettings::default().run_recheck,
                 budget: budget_settings_from_env()?,
             },
             address_display: address_display_from_env()?,

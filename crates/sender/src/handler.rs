@@ -136,7 +136,7 @@ pub(crate) fn batch_response(
         let id = message.message_id.clone().unwrap_or_default();
         match disposition {
             Disposition::Done(report) => {
-                tracing::info!(message_id = %id, sent = report.sent, failed = report.failed, suppressed = report.suppressed, already_done = report.already_done, uncertain = report.uncertain, requeued = report.requeued, held = report.held, missed_slots = report.missed_slots, max_lateness_ms = report.max_lateness_ms, "job done");
+                tracing::info!(message_id = %id, sent = report.sent, failed = report.failed, suppressed = report.suppressed, already_done = report.already_done, uncertain = report.uncertain, requeued = report.requeued, held = report.held, cancelled = report.cancelled, missed_slots = report.missed_slots, max_lateness_ms = report.max_lateness_ms, "job done");
             }
             Disposition::Rejected(_) => {}
             Disposition::Retry(reason) => {

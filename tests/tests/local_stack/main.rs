@@ -7,6 +7,7 @@ mod budget;
 mod cross_account;
 mod feedback;
 mod helpers;
+mod lifecycle;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -207,6 +207,26 @@ impl DynamoLedger {
         )
         .await
     }
+
+    /// A record of a recipient never sent to, only if it has none (see `put_or_existing`).
+    async fn put_unsent(
+        &self,
+        operation: &'static str,
+        run: &RunRef,
+        email: &EmailAddress,
+        state: DeliveryState,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError> {
+        let record = item([
+            (RUN_KEY, s(run.key())),
+            (EMAIL, s(email.as_str())),
+            (STATE, s(state.as_str())),
+            (REASON, s(reason)),
+            (UPDATED_AT, time(now)),
+        ]);
+        self.put_or_existing(operation, run, email, record).await
+    }
 }
 
 /// An UpdateItem or DeleteItem condition: the record is `claimed` and held by `token`
@@ -302,14 +322,28 @@ impl Ledger for DynamoLedger {
         now: DateTime<Utc>,
     ) -> Result<ClaimResult, StoreError> {
         const OP: &str = "record suppressed";
-        let record = item([
-            (RUN_KEY, s(run.key())),
-            (EMAIL, s(email.as_str())),
-            (STATE, s(DeliveryState::Suppressed.as_str())),
-            (REASON, s(reason)),
-            (UPDATED_AT, time(now)),
-        ]);
-        self.put_or_existing(OP, run, email, record).await
+        self.put_unsent(OP, run, email, DeliveryState::Suppressed, reason, now)
+            .await
+    }
+
+    /// As `record_suppressed`, in `cancelled`.
+    #[tracing::instrument(skip_all, fields(run = %run, to = %shown(email)), err)]
+    async fn record_cancelled(
+        &self,
+        run: &RunRef,
+        email: &EmailAddress,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimResult, StoreError> {
+        const OP: &str = "record cancelled";
+        self.put_unsent(
+            OP,
+            run,
+            email,
+            DeliveryState::Cancelled,
+            "run cancelled",
+            now,
+        )
+        .await
     }
 
     /// UpdateItem conditioned on `state = claimed AND claim_token = token`. A record already

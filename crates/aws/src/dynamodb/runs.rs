@@ -91,6 +91,36 @@ impl DynamoRuns {
     ) -> Result<Conditional, StoreError> {
         update_if(&self.client, &self.table, operation, Self::key(run), update).await
     }
+
+    /// UpdateItem from `from` to `sending` when the fan-out is complete, else to
+    /// `fanning_out` (a second write, conditioned the other way); each conditioned on the
+    /// state and `fanout_complete`, so a concurrent checkpoint is never overwritten.
+    async fn resume_from(
+        &self,
+        operation: &'static str,
+        run: &RunRef,
+        from: RunState,
+    ) -> Result<bool, StoreError> {
+        for (target, complete) in [(RunState::Sending, true), (RunState::FanningOut, false)] {
+            let mut update = Update::default();
+            update.set(STATE, s(target.as_str()));
+            update.remove(PAUSE_REASON);
+            update.remove(RESUME_AT);
+            let state = update.name(STATE);
+            let done = update.name(FANOUT_COMPLETE);
+            let stopped = update.value("from", s(from.as_str()));
+            let flag_value = update.value("complete", AttributeValue::Bool(complete));
+            update.condition = format!("{state} = {stopped} AND {done} = {flag_value}");
+            if self
+                .conditional_update(operation, run, update)
+                .await?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 impl TryFrom<&RunRecord> for Stored {
@@ -389,34 +419,44 @@ impl RunStore for DynamoRuns {
             .map(|_| ())
     }
 
-    /// UpdateItem from `waiting_for_quota` to `sending` when the fan-out is complete, else to
-    /// `fanning_out` (a second write, conditioned the other way); each conditioned on the
-    /// state and `fanout_complete`, so a concurrent checkpoint is never overwritten.
+    /// From `waiting_for_quota` back to sending (see `resume_from`).
     #[tracing::instrument(skip_all, fields(run = %run), err)]
     async fn resume_after_quota(
         &self,
         run: &RunRef,
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        for (target, complete) in [(RunState::Sending, true), (RunState::FanningOut, false)] {
-            let mut update = Update::default();
-            update.set(STATE, s(target.as_str()));
-            update.remove(PAUSE_REASON);
-            update.remove(RESUME_AT);
-            let state = update.name(STATE);
-            let done = update.name(FANOUT_COMPLETE);
-            let waiting = update.value("waiting", s(RunState::WaitingForQuota.as_str()));
-            let flag_value = update.value("complete", AttributeValue::Bool(complete));
-            update.condition = format!("{state} = {waiting} AND {done} = {flag_value}");
-            if self
-                .conditional_update("resume after quota", run, update)
-                .await?
-                .is_ok()
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.resume_from("resume after quota", run, RunState::WaitingForQuota)
+            .await
+    }
+
+    /// As `resume_after_quota`, from `paused`.
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn resume(&self, run: &RunRef, _now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.resume_from("resume run", run, RunState::Paused).await
+    }
+
+    /// UpdateItem to `cancelled` with the reason, conditioned on the run existing and not
+    /// being cancelled already.
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn cancel(
+        &self,
+        run: &RunRef,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut update = Update::default();
+        update.set(STATE, s(RunState::Cancelled.as_str()));
+        update.set(PAUSE_REASON, s(reason));
+        update.set(PAUSED_AT, time(now));
+        update.remove(RESUME_AT);
+        let state = update.name(STATE);
+        let cancelled = update.value("cancelled", s(RunState::Cancelled.as_str()));
+        update.condition = format!("attribute_exists({state}) AND {state} <> {cancelled}");
+        Ok(self
+            .conditional_update("cancel run", run, update)
+            .await?
+            .is_ok())
     }
 
     /// One UpdateItem adding each non-zero counter (`ADD`, so concurrent events never lose

@@ -10,7 +10,7 @@ use hikyaku_core::fanout::FanoutOutcome;
 use hikyaku_core::feedback::{FeedbackCounts, Guardrails};
 use hikyaku_core::ids::{CampaignId, ListId, RunId, RunRef};
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
-use hikyaku_core::run::{RunState, RunStatus};
+use hikyaku_core::run::{RunRecord, RunState, RunStatus};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -548,19 +548,12 @@ pub fn status_report(
     }
 }
 
-/// The run asked for, or the campaign's latest.
-pub async fn status(
-    campaigns: &dyn CampaignStore,
+/// The campaign's run `run`, or its latest; an error with the runs it has otherwise.
+pub async fn find_run(
     runs: &dyn RunStore,
-    ledger: &dyn Ledger,
     id: &CampaignId,
     run: Option<&RunId>,
-    now: DateTime<Utc>,
-) -> Result<StatusReport, CliError> {
-    let Some(definition) = campaigns.get(id).await? else {
-        return Err(CliError::new(format!("campaign '{id}' does not exist"))
-            .hint("create it first: hikyaku campaign create FILE"));
-    };
+) -> Result<RunRecord, CliError> {
     let all = runs.list(id).await?;
     let record = match run {
         None => all.into_iter().next().ok_or_else(|| {
@@ -585,6 +578,23 @@ pub async fn status(
                 })?
         }
     };
+    Ok(record)
+}
+
+/// The run asked for, or the campaign's latest.
+pub async fn status(
+    campaigns: &dyn CampaignStore,
+    runs: &dyn RunStore,
+    ledger: &dyn Ledger,
+    id: &CampaignId,
+    run: Option<&RunId>,
+    now: DateTime<Utc>,
+) -> Result<StatusReport, CliError> {
+    let Some(definition) = campaigns.get(id).await? else {
+        return Err(CliError::new(format!("campaign '{id}' does not exist"))
+            .hint("create it first: hikyaku campaign create FILE"));
+    };
+    let record = find_run(runs, id, run).await?;
     let counts = ledger.counts(&record.run).await?;
     Ok(status_report(
         RunStatus { record, counts },
@@ -647,6 +657,7 @@ impl Report for StatusReport {
                 ("failed", count(c.failed)),
                 ("suppressed", count(c.suppressed)),
                 ("uncertain", count(c.uncertain)),
+                ("cancelled", count(c.cancelled)),
                 ("in flight (claimed)", count(c.claimed)),
                 ("outstanding", count(self.outstanding)),
             ],
@@ -729,7 +740,10 @@ fn stopped(status: &StatusReport) -> Option<CliError> {
                     .as_deref()
                     .unwrap_or("no reason recorded")
             ))
-            .hint("nothing more is sent until the run is resumed"),
+            .hint(format!(
+                "nothing more is sent until it is resumed: hikyaku campaign resume {} --run {}",
+                status.campaign, status.run_id
+            )),
         ),
         RunState::Cancelled => Some(CliError::new(format!(
             "run {} was cancelled",
