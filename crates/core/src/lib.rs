@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod logging;
 pub mod notification;
 pub mod ports;
+pub mod report;
 pub mod run;
 pub mod segment;
 pub mod send;
