@@ -3,4 +3,5 @@
 
 pub mod campaign;
 pub mod contacts;
+pub mod report;
 pub mod suppression;
