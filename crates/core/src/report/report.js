@@ -70,10 +70,11 @@
       total += b.sent;
     });
     var yMax = niceMax(peak);
-    for (var g = 0; g <= 4; g++) {
-      var y = top + plotH - (plotH * g) / 4;
+    // Five steps: the nice maxima (1, 2, 2.5, 5 times a power of ten) divide into round ones.
+    for (var g = 0; g <= 5; g++) {
+      var y = top + plotH - (plotH * g) / 5;
       el(svg, "line", { x1: left, x2: W - right, y1: y, y2: y, class: g === 0 ? "axis" : "grid" });
-      el(svg, "text", { x: left - 6, y: y + 4, "text-anchor": "end" }, rate((yMax * g) / 4));
+      el(svg, "text", { x: left - 6, y: y + 4, "text-anchor": "end" }, rate((yMax * g) / 5));
     }
     el(svg, "text", { x: 12, y: top + plotH / 2, transform: "rotate(-90 12 " + (top + plotH / 2) + ")",
       "text-anchor": "middle" }, "emails/s");
@@ -100,8 +101,9 @@
     var labels = Math.min(buckets.length, 6);
     for (var k = 0; k < labels; k++) {
       var index = labels === 1 ? 0 : Math.round((k * (buckets.length - 1)) / (labels - 1));
-      el(svg, "text", { x: left + index * slot + slot / 2, y: top + plotH + 16, "text-anchor": "middle" },
-        clock(buckets[index].start, withDate));
+      var anchor = labels > 1 && k === 0 ? "start" : labels > 1 && k === labels - 1 ? "end" : "middle";
+      var x = anchor === "start" ? left : anchor === "end" ? W - right : left + index * slot + slot / 2;
+      el(svg, "text", { x: x, y: top + plotH + 16, "text-anchor": anchor }, clock(buckets[index].start, withDate));
     }
     el(svg, "text", { x: left + plotW / 2, y: H - 6, "text-anchor": "middle" },
       "time (UTC), buckets of " + width + " s; " + count(total) + " emails");
