@@ -4,8 +4,11 @@
 //! it. Each test seeds a list and campaign of its own and counts at the SES emulator's store.
 
 mod budget;
+#[path = "../support/chromium.rs"]
+mod chromium;
 mod feedback;
 mod helpers;
+mod report;
 
 use std::collections::HashMap;
 use std::time::Duration;
