@@ -254,12 +254,14 @@ TEST_FUNCTION_ENV := --function-env HIKYAKU_FANOUT_PAGE_SIZE=200 --function-env 
 	--function-env HIKYAKU_ACCOUNT_CACHE_SECS=1 --function-env HIKYAKU_QUOTA_RECHECK_SECS=3 \
 	--function-env HIKYAKU_PAUSED_RECHECK_SECS=2
 .PHONY: test-integration
-test-integration: tools ## Integration tests against the local stack (started and stopped here)
+test-integration: tools chromium ## Integration tests against the local stack (started and stopped here)
 	@$(MAKE) local-down
 	@status=0; \
-	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 SETUP_ARGS="$(TEST_FUNCTION_ENV)" || status=$$?; \
+	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 SETUP_ARGS="$(TEST_FUNCTION_ENV)" \
+		LOCAL_BUILD_PACKAGES="$(LOCAL_BUILD_PACKAGES) hikyaku-cli" || status=$$?; \
 	if [ $$status -eq 0 ]; then \
 		HIKYAKU_SES_STORE_URL=$(SES_URL) HIKYAKU_SNS_PUMP_URL=$(SNS_PUMP_URL) LAMBDA_PORT=$(LAMBDA_PORT) \
+		HIKYAKU_CLI=$(HIKYAKU) HIKYAKU_CHROMIUM=$(CHROMIUM) \
 			$(CARGO) test -p hikyaku-tests -- --test-threads=1 || status=$$?; \
 	fi; \
 	if [ $$status -eq 0 ]; then \
@@ -268,6 +270,29 @@ test-integration: tools ## Integration tests against the local stack (started an
 	if [ $$status -ne 0 ]; then $(STACK) tail-logs || true; fi; \
 	$(MAKE) local-down; \
 	exit $$status
+
+# Headless Chromium draws the HTML report's charts in the integration tests (tests/tests/
+# html_report.rs and the local stack's report test). Debian's package, installed only when
+# $(CHROMIUM) is missing: as root (CI runs as root), else through sudo.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: chromium
+chromium: ## Install Chromium (apt-get install chromium) for the HTML report tests, if missing
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "error: $(CHROMIUM) is missing and there is no apt-get to install it;" \
+		     "install Chromium and run again with CHROMIUM=/path/to/chromium" >&2; \
+		exit 1; \
+	fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	else \
+		echo "error: installing chromium needs root; run as root or install sudo" >&2; \
+		exit 1; \
+	fi; \
+	echo "==> installing chromium (apt-get install -y chromium)"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+		{ $$sudo apt-get update && \
+		  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 # The benchmark's stack: an account of 100 emails/s, no headroom (the budget is the whole
 # rate), no SES events (the send path alone). Built with the dev profile, like the functions

@@ -9,9 +9,10 @@ use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::lifecycle::Action;
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
+use hikyaku_core::report::LedgerReader;
 
 use crate::cli::{CampaignCommand, Command, ContactsCommand, RunTarget, SuppressionCommand};
-use crate::commands::{self, campaign, contacts, suppression};
+use crate::commands::{self, campaign, contacts, report, suppression};
 use crate::error::CliError;
 use crate::invoke::FunctionInvoke;
 use crate::output::Report;
@@ -27,6 +28,8 @@ pub struct Ports<'a> {
     pub ledger: &'a dyn Ledger,
     pub suppressions: &'a dyn SuppressionList,
     pub invoker: &'a dyn FunctionInvoke,
+    /// The whole ledger of a run, for reports.
+    pub reader: &'a dyn LedgerReader,
 }
 
 pub struct Settings {
@@ -85,6 +88,7 @@ impl Aws {
             ledger: &self.stores.ledger,
             suppressions: &self.stores.suppressions,
             invoker: &self.invoker,
+            reader: &self.stores.ledger,
         }
     }
 }
@@ -93,6 +97,7 @@ pub async fn dispatch(
     command: &Command,
     ports: &Ports<'_>,
     settings: &Settings,
+    json: bool,
 ) -> Result<Box<dyn Report>, CliError> {
     let progress = &settings.progress;
     let now = (settings.now)();
@@ -187,6 +192,59 @@ pub async fn dispatch(
             )
             .await?,
         ),
+        Command::Campaign(CampaignCommand::Runs { id, limit }) => Box::new(
+            report::runs(
+                ports.campaigns,
+                ports.runs,
+                ports.ledger,
+                id,
+                usize::try_from(*limit).unwrap_or(usize::MAX),
+                now,
+            )
+            .await?,
+        ),
+        Command::Campaign(CampaignCommand::Report {
+            id,
+            run,
+            format,
+            out,
+        }) => {
+            let request = report::ReportRequest {
+                run: run.as_ref(),
+                format: format.map(Into::into),
+                out: out.as_deref(),
+                json,
+            };
+            Box::new(
+                report::report(ports.campaigns, ports.runs, ports.reader, id, &request, now)
+                    .await?,
+            )
+        }
+        Command::Campaign(CampaignCommand::Recipients {
+            id,
+            run,
+            state,
+            csv,
+        }) => {
+            if json && *csv {
+                return Err(
+                    CliError::new("--json and --csv ask for two outputs at once")
+                        .hint("keep one: --json for JSON, --csv for CSV"),
+                );
+            }
+            Box::new(
+                report::recipients(
+                    ports.campaigns,
+                    ports.runs,
+                    ports.reader,
+                    id,
+                    run,
+                    (*state).into(),
+                    *csv,
+                )
+                .await?,
+            )
+        }
         Command::Suppression(SuppressionCommand::Add { emails, reason }) => {
             Box::new(suppression::add(ports.suppressions, emails, reason, now).await?)
         }
@@ -318,6 +376,7 @@ mod tests {
             ledger: &fakes.ledger,
             suppressions: &fakes.suppressions,
             invoker: &invoker,
+            reader: &fakes.ledger,
         };
         let settings = Settings {
             fanout_function: "fanout-under-test".into(),
@@ -325,7 +384,7 @@ mod tests {
             progress: Progress::hidden(),
             now: Utc::now,
         };
-        dispatch(&cli.command, &ports, &settings).await
+        dispatch(&cli.command, &ports, &settings, cli.json).await
     }
 
     #[tokio::test]

@@ -168,6 +168,69 @@ pub enum CampaignCommand {
         #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
         run: Option<RunId>,
     },
+    /// List a campaign's runs, newest first, with their state, counts and timings
+    #[command(
+        long_about = "List a campaign's runs, newest first: phase (and pause reason), \
+started, ended, elapsed, audience, sent, failed, suppressed, uncertain, outstanding, and SES's \
+delivered, bounced and complained so far, with the send rate.\n\n\
+Each run listed costs one read of its ledger; --limit bounds how many are read."
+    )]
+    Runs {
+        /// The campaign id
+        id: CampaignId,
+        /// Show the newest this many runs
+        #[arg(long, value_name = "N", default_value_t = 20,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+    },
+    /// The report of a run: audience, delivery states, SES's feedback, rates, send rate over time
+    #[command(
+        long_about = "The report of a run, read from its whole ledger: the audience; \
+every terminal delivery state (sent, failed, suppressed, unsubscribed, uncertain) with what is \
+in flight or outstanding; what SES reported per recipient (delivered, opened, clicked, bounced \
+hard/soft/undetermined, auto-replies, complaints, rejects, rendering failures, delays); the \
+bounce and complaint rates against the campaign's limits; the elapsed time; and the send rate \
+over time, in buckets of the ledger's send times (1 s up to a day, at most 60 buckets).\n\n\
+Formats: table (for a terminal), json (the same figures for programs), csv (rows of \
+section,name,value; one sent_per_bucket row per bucket), html (one self-contained page with \
+charts of the send rate and the outcomes; it loads nothing from the network).\n\n\
+Without --format the format follows the name of --out (.html, .csv, .json; else table), \
+and --json alone means json. With --json and --out FILE, the file gets the format and stdout \
+gets JSON about the file and the report."
+    )]
+    Report {
+        /// The campaign id
+        id: CampaignId,
+        /// The run (its scheduled time, YYYYMMDDTHHMMSSZ); the latest without it
+        #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
+        run: Option<RunId>,
+        /// How to render it [default: table, or what the name of --out implies]
+        #[arg(long, value_enum)]
+        format: Option<ReportFormatArg>,
+        /// Write the report to this file instead of printing it
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Who of a run is in a state, with the time and the reason (addresses in full)
+    #[command(
+        long_about = "The recipients of a run in one state, oldest first, with the time \
+they reached it and the reason or detail recorded (a failure's reason, a bounce's diagnostic, \
+a complaint's feedback type, a suppression's reason). Addresses are shown in full: they are \
+the operator's own data; they are not logged."
+    )]
+    Recipients {
+        /// The campaign id
+        id: CampaignId,
+        /// The run (its scheduled time, YYYYMMDDTHHMMSSZ; `hikyaku campaign runs ID` lists them)
+        #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
+        run: RunId,
+        /// The state to list
+        #[arg(long, value_enum)]
+        state: StateArg,
+        /// Print CSV (email,state,at,reason,ses_message_id) instead of a table
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 /// Which run a lifecycle command acts on.
@@ -182,6 +245,77 @@ pub struct RunTarget {
 
 fn parse_run_id(value: &str) -> Result<RunId, String> {
     RunId::parse(value).map_err(|err| err.to_string())
+}
+
+/// `campaign report --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormatArg {
+    /// Tables for a terminal
+    Table,
+    /// The report's figures as one JSON document
+    Json,
+    /// section,name,value rows
+    Csv,
+    /// One self-contained page with charts
+    Html,
+}
+
+impl From<ReportFormatArg> for crate::commands::report::Format {
+    fn from(format: ReportFormatArg) -> Self {
+        use crate::commands::report::Format;
+        match format {
+            ReportFormatArg::Table => Format::Table,
+            ReportFormatArg::Json => Format::Json,
+            ReportFormatArg::Csv => Format::Csv,
+            ReportFormatArg::Html => Format::Html,
+        }
+    }
+}
+
+/// `campaign recipients --state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// SES accepted the message (whatever it reported later)
+    Sent,
+    /// SES reported the delivery
+    Delivered,
+    /// The recipient opened it
+    Opened,
+    /// The recipient clicked a link
+    Clicked,
+    /// SES reported a hard, soft or undetermined bounce
+    Bounced,
+    /// The recipient complained
+    Complained,
+    /// SES refused the message for good, or it could not be rendered
+    Failed,
+    /// A sender vanished mid-send: SES may have it; never resent
+    Uncertain,
+    /// Not mailed: the run was cancelled first
+    Cancelled,
+    /// Not mailed: the address is suppressed
+    Suppressed,
+    /// Not mailed: the contact unsubscribed
+    Unsubscribed,
+}
+
+impl From<StateArg> for hikyaku_core::report::RecipientState {
+    fn from(state: StateArg) -> Self {
+        use hikyaku_core::report::RecipientState as S;
+        match state {
+            StateArg::Sent => S::Sent,
+            StateArg::Delivered => S::Delivered,
+            StateArg::Opened => S::Opened,
+            StateArg::Clicked => S::Clicked,
+            StateArg::Bounced => S::Bounced,
+            StateArg::Complained => S::Complained,
+            StateArg::Failed => S::Failed,
+            StateArg::Uncertain => S::Uncertain,
+            StateArg::Cancelled => S::Cancelled,
+            StateArg::Suppressed => S::Suppressed,
+            StateArg::Unsubscribed => S::Unsubscribed,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli) -> Result<Box<dyn Report>, CliError> {
     let settings = Settings::from_env()?;
     let aws = Aws::from_env().await?;
-    dispatch(&cli.command, &aws.ports(), &settings).await
+    dispatch(&cli.command, &aws.ports(), &settings, cli.json).await
 }
 
 /// Prints the report on stdout; a report can still end in failure (nothing imported, a run

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod notification;
 pub mod ports;
+pub mod report;
 pub mod run;
 pub mod segment;
 pub mod send;

@@ -4,10 +4,13 @@
 //! it. Each test seeds a list and campaign of its own and counts at the SES emulator's store.
 
 mod budget;
+#[path = "../support/chromium.rs"]
+mod chromium;
 mod cross_account;
 mod feedback;
 mod helpers;
 mod lifecycle;
+mod report;
 
 use std::collections::HashMap;
 use std::time::Duration;

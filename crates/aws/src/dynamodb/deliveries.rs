@@ -33,6 +33,7 @@ use hikyaku_core::logging::shown;
 use hikyaku_core::ports::{
     ClaimResult, FeedbackApplied, FeedbackLedger, Ledger, RejectLog, RejectedInput, StoreError,
 };
+use hikyaku_core::report::LedgerReader;
 
 use super::item::{
     Item, ItemError, Stored, get_parsed, get_s, get_time, item, opt_s, opt_time, s, time, truncated,
@@ -155,6 +156,23 @@ impl DynamoLedger {
         projection: Option<&str>,
     ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
+        self.query_pages(operation, run, projection, true, &mut |page| {
+            items.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(items)
+    }
+
+    /// Queries the run's whole partition and hands each page to `page` as it arrives.
+    async fn query_pages(
+        &self,
+        operation: &'static str,
+        run: &RunRef,
+        projection: Option<&str>,
+        consistent: bool,
+        page: &mut (dyn FnMut(Vec<Item>) -> Result<(), StoreError> + Send),
+    ) -> Result<(), StoreError> {
         let mut start = None;
         loop {
             let mut query = self
@@ -164,7 +182,7 @@ impl DynamoLedger {
                 .key_condition_expression("#run_key = :run_key")
                 .expression_attribute_names("#run_key", RUN_KEY)
                 .expression_attribute_values(":run_key", s(run.key()))
-                .consistent_read(true)
+                .consistent_read(consistent)
                 .set_exclusive_start_key(start);
             if let Some(projection) = projection {
                 query = query
@@ -176,10 +194,10 @@ impl DynamoLedger {
                 .send()
                 .await
                 .map_err(|err| store_error(operation, err))?;
-            items.extend(output.items.unwrap_or_default());
+            page(output.items.unwrap_or_default())?;
             start = output.last_evaluated_key;
             if start.is_none() {
-                return Ok(items);
+                return Ok(());
             }
         }
     }
@@ -449,6 +467,31 @@ impl Ledger for DynamoLedger {
             .into_iter()
             .map(|stored| decode(OP, run, stored))
             .collect()
+    }
+}
+
+#[async_trait]
+impl LedgerReader for DynamoLedger {
+    /// Query of the run's partition, every attribute, page by page (eventually consistent,
+    /// half the read cost of a strongly consistent one: a report may miss a write of the last
+    /// moment); each page is decoded and handed on before the next is read.
+    #[tracing::instrument(skip_all, fields(run = %run), err)]
+    async fn each_record(
+        &self,
+        run: &RunRef,
+        visit: &mut (dyn FnMut(DeliveryRecord) + Send),
+    ) -> Result<u64, StoreError> {
+        const OP: &str = "read deliveries for a report";
+        let mut visited = 0;
+        self.query_pages(OP, run, None, false, &mut |page| {
+            for stored in page {
+                visit(decode(OP, run, stored)?);
+                visited += 1;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(visited)
     }
 }
 
@@ -813,6 +856,109 @@ mod tests {
         assert_eq!(counts.failed, 1);
         assert_eq!(counts.first_sent_at, Some(at(2)));
         assert_eq!(counts.last_sent_at, Some(at(8)));
+    }
+
+    #[tokio::test]
+    async fn a_report_reads_every_page_of_the_run_eventually_consistent_with_every_attribute() {
+        let record = |email: &str, state: &str, minute| {
+            item([
+                (RUN_KEY, s("winter#20261224T090000Z")),
+                (EMAIL, s(email)),
+                (STATE, s(state)),
+                (UPDATED_AT, time(at(minute))),
+                ("fb_hard_bounced", time(at(minute + 1))),
+                (FEEDBACK_DETAIL, s("Permanent/General: 550 user unknown")),
+            ])
+        };
+        let first = mock!(Client::query)
+            .match_requests(|req| {
+                req.consistent_read() == Some(false)
+                    && req.projection_expression().is_none()
+                    && req.exclusive_start_key().is_none()
+                    && req.expression_attribute_values().unwrap()[":run_key"]
+                        == s("winter#20261224T090000Z")
+            })
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(record("a@example.com", "sent", 4))
+                    .last_evaluated_key(RUN_KEY, s("winter#20261224T090000Z"))
+                    .last_evaluated_key(EMAIL, s("a@example.com"))
+                    .build()
+            });
+        let second = mock!(Client::query)
+            .match_requests(|req| {
+                req.exclusive_start_key().unwrap()[EMAIL] == s("a@example.com")
+                    && req.consistent_read() == Some(false)
+            })
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(record("b@example.com", "failed", 5))
+                    .build()
+            });
+        let mut seen = Vec::new();
+        let visited = ledger(dynamo_client!(&first, &second))
+            .each_record(&run(), &mut |r| seen.push(r))
+            .await
+            .unwrap();
+        assert_eq!(visited, 2);
+        assert_eq!(
+            seen.iter().map(|r| r.email.as_str()).collect::<Vec<_>>(),
+            ["a@example.com", "b@example.com"]
+        );
+        assert_eq!(seen[1].state, DeliveryState::Failed);
+        assert_eq!(seen[0].marks.at(Mark::HardBounced), Some(at(5)));
+        assert_eq!(
+            seen[0].feedback_detail.as_deref(),
+            Some("Permanent/General: 550 user unknown")
+        );
+        assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_report_names_an_unreadable_record_and_stops() {
+        let bad = mock!(Client::query).then_output(|| {
+            QueryOutput::builder()
+                .items(item([
+                    (EMAIL, s("a@example.com")),
+                    (STATE, s("exploded")),
+                    (UPDATED_AT, time(at(1))),
+                ]))
+                .build()
+        });
+        let err = ledger(dynamo_client!(&bad))
+            .each_record(&run(), &mut |_| panic!("nothing readable to visit"))
+            .await
+            .unwrap_err();
+        assert!(!err.retryable);
+        let text = err.to_string();
+        assert!(text.contains("read deliveries for a report"), "{text}");
+        assert!(text.contains("state"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_report_of_a_throttled_table_is_retryable_and_of_a_missing_one_is_not() {
+        use aws_sdk_dynamodb::operation::query::QueryError;
+        use aws_sdk_dynamodb::types::error::{
+            ProvisionedThroughputExceededException, ResourceNotFoundException,
+        };
+        let throttled = mock!(Client::query).then_error(|| {
+            QueryError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder().build(),
+            )
+        });
+        let err = ledger(dynamo_client!(&throttled))
+            .each_record(&run(), &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.retryable, "{err}");
+        let missing = mock!(Client::query).then_error(|| {
+            QueryError::ResourceNotFoundException(ResourceNotFoundException::builder().build())
+        });
+        let err = ledger(dynamo_client!(&missing))
+            .each_record(&run(), &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(!err.retryable, "{err}");
     }
 
     #[tokio::test]

@@ -4,4 +4,5 @@
 pub mod campaign;
 pub mod contacts;
 pub mod lifecycle;
+pub mod report;
 pub mod suppression;
