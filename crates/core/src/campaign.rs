@@ -28,6 +28,7 @@
 //! max_complaint_rate = 0.001
 //! send_rate = 10                                        # emails a second, at most
 //! min_sends = 200                                       # judge the rates from this many sends
+//! skip_mailed_within_days = 7                           # skip contacts mailed this recently
 //! ```
 //!
 //! Every problem is reported with the field it is about, and all of them at once.
@@ -215,6 +216,9 @@ pub struct Limits {
     /// bounce moves them too much.
     #[serde(default = "default_min_sends")]
     pub min_sends: u64,
+    /// Skip contacts another run mailed within this many days (from their last send).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_mailed_within_days: Option<u32>,
 }
 
 fn default_min_sends() -> u64 {
@@ -246,6 +250,7 @@ impl Default for Limits {
             max_complaint_rate: DEFAULT_MAX_COMPLAINT_RATE,
             send_rate: None,
             min_sends: DEFAULT_MIN_SENDS,
+            skip_mailed_within_days: None,
         }
     }
 }
@@ -885,7 +890,18 @@ fn check_limits(limits: &Limits, problem: &mut impl FnMut(&str, String)) {
             format!("{rate} is not a positive number of emails a second"),
         );
     }
+    if let Some(days) = limits.skip_mailed_within_days
+        && !(1..=MAX_SKIP_MAILED_DAYS).contains(&days)
+    {
+        problem(
+            "limits.skip_mailed_within_days",
+            format!("{days} is not a number of days from 1 to {MAX_SKIP_MAILED_DAYS}"),
+        );
+    }
 }
+
+/// The longest frequency cap: a year.
+pub const MAX_SKIP_MAILED_DAYS: u32 = 366;
 
 #[cfg(test)]
 mod tests {
@@ -1171,6 +1187,23 @@ send_rate = -1
         ] {
             assert!(looks_like_region(region), "{region}");
         }
+    }
+
+    #[test]
+    fn the_frequency_cap_is_a_number_of_days() {
+        for bad in ["0", "367"] {
+            let e = errors(&format!(
+                "{MINIMAL}\n[limits]\nskip_mailed_within_days = {bad}\n"
+            ));
+            assert_eq!(e.fields(), vec!["limits.skip_mailed_within_days"], "{e}");
+        }
+        let e = errors(&format!(
+            "{MINIMAL}\n[limits]\nskip_mailed_within_days = -1\n"
+        ));
+        assert!(e.to_string().contains("skip_mailed_within_days"), "{e}");
+        let ok = format!("{MINIMAL}\n[limits]\nskip_mailed_within_days = 7\n");
+        let c = Campaign::from_definition(def(&ok), None).unwrap();
+        assert_eq!(c.limits.skip_mailed_within_days, Some(7));
     }
 
     #[test]

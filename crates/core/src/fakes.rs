@@ -27,10 +27,14 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().expect("fake store lock")
 }
 
+/// A contact's last send as the fake keeps it: the run, its result and when.
+pub type RecordedSend = (RunRef, String, DateTime<Utc>);
+
 #[derive(Default)]
 pub struct FakeContacts {
     pub lists: Mutex<BTreeMap<ListId, BTreeMap<EmailAddress, Contact>>>,
-    pub last_sent: Mutex<HashMap<EmailAddress, (RunRef, String)>>,
+    /// Per address: the run, its result and when.
+    pub last_sent: Mutex<HashMap<EmailAddress, RecordedSend>>,
     pub schemas: Mutex<HashMap<ListId, ListSchema>>,
 }
 
@@ -106,10 +110,31 @@ impl ContactStore for FakeContacts {
         email: &EmailAddress,
         run: &RunRef,
         result: &str,
-        _at: DateTime<Utc>,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        locked(&self.last_sent).insert(email.clone(), (run.clone(), result.to_owned()));
+        locked(&self.last_sent).insert(email.clone(), (run.clone(), result.to_owned(), at));
         Ok(())
+    }
+
+    async fn last_sent(
+        &self,
+        _list: &ListId,
+        emails: &[EmailAddress],
+    ) -> Result<HashMap<EmailAddress, crate::ports::LastSent>, StoreError> {
+        let last_sent = locked(&self.last_sent);
+        Ok(emails
+            .iter()
+            .filter_map(|email| {
+                let (run, _, at) = last_sent.get(email)?;
+                Some((
+                    email.clone(),
+                    crate::ports::LastSent {
+                        at: *at,
+                        run: run.clone(),
+                    },
+                ))
+            })
+            .collect())
     }
 
     async fn schema(&self, list: &ListId) -> Result<Option<ListSchema>, StoreError> {

@@ -125,6 +125,31 @@ pub fn recipient_for(
     }
 }
 
+/// `selected` without the contacts another run mailed since `since` (this run's own sends
+/// count for nothing: a page read again after a crash keeps its recipients, and the ledger
+/// keeps them from a second copy).
+async fn recently_mailed_left_out(
+    contacts: &dyn ContactStore,
+    list: &crate::ids::ListId,
+    run: &RunRef,
+    selected: Vec<JobRecipient>,
+    since: DateTime<Utc>,
+) -> Result<Vec<JobRecipient>, StoreError> {
+    if selected.is_empty() {
+        return Ok(selected);
+    }
+    let emails: Vec<_> = selected.iter().map(|r| r.email.clone()).collect();
+    let last_sent = contacts.last_sent(list, &emails).await?;
+    Ok(selected
+        .into_iter()
+        .filter(|recipient| {
+            !last_sent
+                .get(&recipient.email)
+                .is_some_and(|last| last.at >= since && &last.run != run)
+        })
+        .collect())
+}
+
 pub async fn fan_out(
     ports: &FanoutPorts<'_>,
     request: &FanoutRequest,
@@ -282,6 +307,18 @@ async fn fan_out_under_lease(
                     tracing::debug!(run = %run, error = %err, "segment could not judge a contact");
                 }
             }
+        }
+        if let Some(days) = campaign.limits.skip_mailed_within_days {
+            let before = selected.len();
+            selected = recently_mailed_left_out(
+                ports.contacts,
+                &campaign.list,
+                &run,
+                selected,
+                now() - chrono::Duration::days(i64::from(days)),
+            )
+            .await?;
+            progress.recently_mailed += (before - selected.len()) as u64;
         }
         progress.selected += selected.len() as u64;
         let jobs: Vec<SendJob> = selected

@@ -51,6 +51,13 @@ pub struct ContactPage {
     pub next: Option<String>,
 }
 
+/// A contact's latest delivery: when, and by which run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastSent {
+    pub at: DateTime<Utc>,
+    pub run: RunRef,
+}
+
 /// What a bulk contact write did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutReport {
@@ -83,6 +90,12 @@ pub trait ContactStore: Send + Sync {
         result: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// The latest delivery recorded for each of `emails` that has one.
+    async fn last_sent(
+        &self,
+        list: &ListId,
+        emails: &[EmailAddress],
+    ) -> Result<HashMap<EmailAddress, LastSent>, StoreError>;
     async fn schema(&self, list: &ListId) -> Result<Option<ListSchema>, StoreError>;
     /// Merges what an import observed into the list's stored schema.
     async fn merge_schema(&self, list: &ListId, observed: &ListSchema) -> Result<(), StoreError>;

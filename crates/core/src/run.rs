@@ -86,6 +86,10 @@ pub struct FanoutProgress {
     pub segment_errors: u64,
     /// Stored items that are not readable contacts.
     pub unreadable: u64,
+    /// Contacts the segment selected that another run mailed within the campaign's
+    /// `skip_mailed_within_days`: left out of the audience.
+    #[serde(default)]
+    pub recently_mailed: u64,
     /// SQS messages written.
     pub messages: u64,
 }

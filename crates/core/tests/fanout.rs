@@ -424,3 +424,63 @@ async fn a_campaign_sending_through_another_accounts_role_leaves_its_account_to_
         0
     );
 }
+
+#[tokio::test]
+async fn contacts_another_run_mailed_within_the_cap_are_left_out() {
+    let world = World::new(30).await;
+    let toml = CAMPAIGN_TOML.replace("id = \"spring\"", "id = \"capped\"")
+        + "[limits]\nskip_mailed_within_days = 7\n";
+    let definition =
+        hikyaku_core::campaign::CampaignDefinition::from_toml_str(&toml, None).unwrap();
+    world.campaigns.create(&definition).await.unwrap();
+    let request = FanoutRequest {
+        campaign_id: CampaignId::parse("capped").unwrap(),
+        scheduled_time: at(),
+    };
+    let other = hikyaku_core::ids::RunRef::new(
+        CampaignId::parse("spring").unwrap(),
+        hikyaku_core::ids::RunId::from_scheduled_time(at()),
+    );
+    let now = Utc::now();
+    let allowed: Vec<_> = contacts(30)
+        .into_iter()
+        .filter(|c| c.attributes["mail_allowed"] == hikyaku_core::contact::AttrValue::Int(1))
+        .map(|c| c.email)
+        .collect();
+    {
+        let mut last_sent = world.contacts.last_sent.lock().unwrap();
+        // Mailed by another run two days ago: left out.
+        last_sent.insert(
+            allowed[0].clone(),
+            (
+                other.clone(),
+                "sent".into(),
+                now - chrono::Duration::days(2),
+            ),
+        );
+        // Ten days ago: outside the cap.
+        last_sent.insert(
+            allowed[1].clone(),
+            (other, "sent".into(), now - chrono::Duration::days(10)),
+        );
+        // By this very run (a page read again after a crash): kept.
+        last_sent.insert(allowed[2].clone(), (request.run(), "sent".into(), now));
+    }
+    fan_out(
+        &world.ports(),
+        &request,
+        &settings(50),
+        "f1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let record = world.runs.get(&request.run()).await.unwrap().unwrap();
+    assert_eq!(record.progress.recently_mailed, 1);
+    assert_eq!(record.progress.selected, allowed.len() as u64 - 1);
+    let seen = enqueued(&world);
+    assert!(!seen.contains_key(allowed[0].as_str()));
+    assert!(seen.contains_key(allowed[1].as_str()));
+    assert!(seen.contains_key(allowed[2].as_str()));
+}

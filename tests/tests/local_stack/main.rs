@@ -8,6 +8,7 @@ mod budget;
 mod chromium;
 mod cross_account;
 mod feedback;
+mod frequency_cap;
 mod helpers;
 mod lifecycle;
 mod report;

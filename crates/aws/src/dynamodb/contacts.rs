@@ -23,11 +23,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 use hikyaku_core::contact::{AttrKind, AttrValue, Attributes, Contact, ListSchema};
 use hikyaku_core::email::EmailAddress;
-use hikyaku_core::ids::{ListId, RunRef};
+use hikyaku_core::ids::{CampaignId, ListId, RunId, RunRef};
 use hikyaku_core::logging::shown;
-use hikyaku_core::ports::{ContactPage, ContactStore, PutReport, StoreError};
+use hikyaku_core::ports::{ContactPage, ContactStore, LastSent, PutReport, StoreError};
 
-use super::item::{Item, ItemError, Stored, get_s, item, n, opt_map, opt_n, s, time};
+use super::item::{Item, ItemError, Stored, get_s, get_time, item, n, opt_map, opt_n, s, time};
 use super::write::{Update, put_if, put_if_absent};
 use crate::error::store_error;
 use crate::retry::Backoff;
@@ -42,6 +42,9 @@ const VERSION: &str = "version";
 
 const CONTACT_PREFIX: &str = "c#";
 const ACTIVITY_PREFIX: &str = "a#";
+const LAST_SENT_AT: &str = "last_sent_at";
+const LAST_CAMPAIGN: &str = "last_campaign";
+const LAST_RUN: &str = "last_run";
 const SCHEMA_SK: &str = "#schema";
 
 /// BatchWriteItem's limit on requests per call.
@@ -409,6 +412,78 @@ impl ContactStore for DynamoContacts {
         })
     }
 
+    /// Query `list_id = :list AND sk BETWEEN a#{first} AND a#{last}` over the addresses'
+    /// range (a page of the list is contiguous in key order, so this reads little more than
+    /// the page's own activity items), keeping those asked for.
+    #[tracing::instrument(skip_all, fields(list = %list, emails = emails.len()), err)]
+    async fn last_sent(
+        &self,
+        list: &ListId,
+        emails: &[EmailAddress],
+    ) -> Result<HashMap<EmailAddress, LastSent>, StoreError> {
+        const OP: &str = "read last sends";
+        let (Some(first), Some(last)) = (emails.iter().min(), emails.iter().max()) else {
+            return Ok(HashMap::new());
+        };
+        let wanted: std::collections::HashSet<&str> = emails.iter().map(|e| e.as_str()).collect();
+        let mut found = HashMap::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#list = :list AND #sk BETWEEN :first AND :last")
+                .expression_attribute_names("#list", LIST_ID)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":list", s(list.as_str()))
+                .expression_attribute_values(
+                    ":first",
+                    s(format!("{ACTIVITY_PREFIX}{}", first.as_str())),
+                )
+                .expression_attribute_values(
+                    ":last",
+                    s(format!("{ACTIVITY_PREFIX}{}", last.as_str())),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| store_error(OP, err))?;
+            for stored in output.items.unwrap_or_default() {
+                let what = || format!("activity item of list {list}");
+                let email = get_s(&stored, EMAIL).map_err(|err| err.into_store(OP, &what()))?;
+                if !wanted.contains(email) {
+                    continue;
+                }
+                let email = EmailAddress::parse(email)
+                    .map_err(|err| StoreError::new(OP, format!("{}: {err}", what()), false))?;
+                let at =
+                    get_time(&stored, LAST_SENT_AT).map_err(|err| err.into_store(OP, &what()))?;
+                let campaign =
+                    get_s(&stored, LAST_CAMPAIGN).map_err(|err| err.into_store(OP, &what()))?;
+                let run_id = get_s(&stored, LAST_RUN).map_err(|err| err.into_store(OP, &what()))?;
+                let run = match (CampaignId::parse(campaign), RunId::parse(run_id)) {
+                    (Ok(campaign), Ok(run_id)) => RunRef::new(campaign, run_id),
+                    _ => {
+                        return Err(StoreError::new(
+                            OP,
+                            format!(
+                                "{} names the run '{campaign}/{run_id}', which is not one",
+                                what()
+                            ),
+                            false,
+                        ));
+                    }
+                };
+                found.insert(email, LastSent { at, run });
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(found),
+            }
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(list = %list, run = %run, to = %shown(email)), err)]
     async fn record_last_sent(
         &self,
@@ -425,10 +500,10 @@ impl ContactStore for DynamoContacts {
                 (LIST_ID, s(list.as_str())),
                 (SK, s(format!("{ACTIVITY_PREFIX}{}", email.as_str()))),
                 (EMAIL, s(email.as_str())),
-                ("last_sent_at", time(at)),
+                (LAST_SENT_AT, time(at)),
                 ("last_result", s(result)),
-                ("last_campaign", s(run.campaign_id.as_str())),
-                ("last_run", s(run.run_id.as_str())),
+                (LAST_CAMPAIGN, s(run.campaign_id.as_str())),
+                (LAST_RUN, s(run.run_id.as_str())),
             ])))
             .send()
             .await

@@ -644,6 +644,7 @@ impl Report for StatusReport {
                 ("contacts read", count(p.contacts_read)),
                 ("audience (selected)", count(p.selected)),
                 ("filtered by segment", count(p.filtered)),
+                ("recently mailed", count(p.recently_mailed)),
                 ("segment errors", count(p.segment_errors)),
                 ("unreadable", count(p.unreadable)),
                 ("messages enqueued", count(p.messages)),

@@ -641,6 +641,16 @@ mod tests {
                 .record_last_sent(list, email, run, result, at)
                 .await
         }
+        async fn last_sent(
+            &self,
+            list: &ListId,
+            emails: &[EmailAddress],
+        ) -> Result<
+            std::collections::HashMap<EmailAddress, hikyaku_core::ports::LastSent>,
+            StoreError,
+        > {
+            self.inner.last_sent(list, emails).await
+        }
         async fn schema(&self, list: &ListId) -> Result<Option<ListSchema>, StoreError> {
             self.inner.schema(list).await
         }
