@@ -181,17 +181,30 @@ pub async fn dispatch(
             )
             .await?
         }
-        Command::Campaign(CampaignCommand::Status { id, run }) => Box::new(
-            campaign::status(
-                ports.campaigns,
-                ports.runs,
-                ports.ledger,
-                id,
-                run.as_ref(),
-                now,
+        Command::Campaign(CampaignCommand::Status { id, run, watch }) => {
+            let mut run = run.clone();
+            if *watch {
+                let record = campaign::find_run(ports.runs, id, run.as_ref()).await?;
+                let options = campaign::WaitOptions {
+                    interval: settings.poll_interval,
+                    timeout: None,
+                };
+                campaign::wait(ports.runs, ports.ledger, &record.run, options, progress).await?;
+                // The run watched, even if a newer one started meanwhile.
+                run = Some(record.run.run_id);
+            }
+            Box::new(
+                campaign::status(
+                    ports.campaigns,
+                    ports.runs,
+                    ports.ledger,
+                    id,
+                    run.as_ref(),
+                    (settings.now)(),
+                )
+                .await?,
             )
-            .await?,
-        ),
+        }
         Command::Campaign(CampaignCommand::Runs { id, limit }) => Box::new(
             report::runs(
                 ports.campaigns,
@@ -511,7 +524,8 @@ mod tests {
             (Some("paused"), Some(true))
         );
         assert_eq!(json["reason"], "typo");
-        let status = hikyaku(&fakes, &["campaign", "status", "demo"])
+        // Watching a paused run ends at once, with its status.
+        let status = hikyaku(&fakes, &["campaign", "status", "demo", "--watch"])
             .await
             .unwrap();
         assert_eq!(status.json()["phase"], "paused");

@@ -167,6 +167,10 @@ pub enum CampaignCommand {
         /// The run (its scheduled time, YYYYMMDDTHHMMSSZ); the latest without it
         #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
         run: Option<RunId>,
+        /// Follow the run (a progress bar on a terminal) until every recipient is done or it
+        /// is paused or cancelled, then print its status
+        #[arg(long)]
+        watch: bool,
     },
     /// List a campaign's runs, newest first, with their state, counts and timings
     #[command(
