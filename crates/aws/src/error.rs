@@ -139,6 +139,29 @@ where
     dynamo_failure(operation, err).into_store(operation)
 }
 
+/// A failed preflight probe, by the error's type: `missing` says which modelled errors mean
+/// "no such resource"; an unmodelled 404, 405 or 501 means the endpoint does not offer the
+/// call at all (an emulator without that API); anything else failed, with the reason.
+pub(crate) fn probe_failure<T, E>(
+    err: SdkError<E, HttpResponse>,
+    missing: impl Fn(&E) -> bool,
+) -> hikyaku_core::doctor::Probe<T>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    use hikyaku_core::doctor::Probe;
+    let status = status_of(&err);
+    if let SdkError::ServiceError(context) = &err {
+        if missing(context.err()) {
+            return Probe::Missing;
+        }
+        if context.err().code().is_none() && matches!(status, Some(404 | 405 | 501)) {
+            return Probe::Unanswered;
+        }
+    }
+    Probe::Failed(DisplayErrorContext(&err).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +229,29 @@ mod tests {
         assert!(store(err).retryable);
         let err: SdkError<PutItemError, HttpResponse> = SdkError::construction_failure("no region");
         assert!(!store(err).retryable);
+    }
+
+    #[test]
+    fn a_probe_tells_missing_from_unanswered_from_failed_by_type_and_status() {
+        use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+        use hikyaku_core::doctor::Probe;
+        let missing =
+            |e: &DescribeTableError| matches!(e, DescribeTableError::ResourceNotFoundException(_));
+        let not_found = DescribeTableError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().build(),
+        );
+        let probe: Probe<()> = probe_failure(SdkError::service_error(not_found, raw(400)), missing);
+        assert_eq!(probe, Probe::Missing);
+        // No such route at an emulator: an unmodelled 404 without an error code.
+        let no_route = DescribeTableError::generic(ErrorMetadata::builder().build());
+        let probe: Probe<()> = probe_failure(SdkError::service_error(no_route, raw(404)), missing);
+        assert_eq!(probe, Probe::Unanswered);
+        let denied = DescribeTableError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .build(),
+        );
+        let probe: Probe<()> = probe_failure(SdkError::service_error(denied, raw(403)), missing);
+        assert!(matches!(probe, Probe::Failed(reason) if reason.contains("AccessDenied")));
     }
 }

@@ -17,6 +17,8 @@ mod operations;
 pub mod retry;
 pub mod roles;
 pub mod ses;
+pub mod setup;
+pub mod sns;
 pub mod sqs;
 
 pub use config::{ConfigError, Tables, env_opt, env_parse, env_var, load_sdk_config};

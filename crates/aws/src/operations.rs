@@ -15,10 +15,12 @@ use std::path::Path;
 
 use crate::dynamodb::{
     DynamoBudget, DynamoCampaigns, DynamoContacts, DynamoLedger, DynamoRejects, DynamoRuns,
-    DynamoSuppressions,
+    DynamoSuppressions, DynamoTables,
 };
 use crate::roles::RoleAssumer;
-use crate::ses::SesAccount;
+use crate::ses::{SesAccount, SesSetup};
+use crate::sns::SnsTopics;
+use crate::sqs::SqsQueues;
 use crate::{FunctionInvoker, SesSender, SqsJobQueue};
 
 /// An adapter's type and the IAM actions it declares.
@@ -65,9 +67,23 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
         &[
             ("SesSender", SesSender::OPERATIONS),
             ("SesAccount", SesAccount::OPERATIONS),
+            ("SesSetup", SesSetup::OPERATIONS),
         ],
     ),
-    ("sqs.rs", "sqs", &[("SqsJobQueue", SqsJobQueue::OPERATIONS)]),
+    (
+        "sqs.rs",
+        "sqs",
+        &[
+            ("SqsJobQueue", SqsJobQueue::OPERATIONS),
+            ("SqsQueues", SqsQueues::OPERATIONS),
+        ],
+    ),
+    ("sns.rs", "sns", &[("SnsTopics", SnsTopics::OPERATIONS)]),
+    (
+        "dynamodb/tables.rs",
+        "dynamodb",
+        &[("DynamoTables", DynamoTables::OPERATIONS)],
+    ),
     (
         "roles.rs",
         "sts",
@@ -84,6 +100,7 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
 /// helpers, whose operations count where they are called.
 const OTHER_MODULES: &[&str] = &[
     "config.rs",
+    "setup.rs",
     "error.rs",
     "retry.rs",
     "dynamodb/mod.rs",

@@ -56,9 +56,11 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use hikyaku_core::budget::{AccountError, AccountSnapshot, AccountSource};
 use hikyaku_core::campaign::SendingAccount;
+use hikyaku_core::doctor::{EventDestination, IdentityState, Probe};
 use hikyaku_core::logging::shown;
 use hikyaku_core::ports::{EmailSender, OutboundEmail, SendError, SendErrorClass};
 
+use crate::error::probe_failure;
 use crate::roles::{self, ExpiringCache, RoleAssumer, RoleError};
 
 const CHARSET: &str = "UTF-8";
@@ -283,6 +285,101 @@ impl AccountSource for SesAccount {
         };
         tracing::info!(max_send_rate = snapshot.max_send_rate, max_24_hour_send = snapshot.max_24_hour_send, sent_last_24_hours = snapshot.sent_last_24_hours, sending_enabled = snapshot.sending_enabled, enforcement = %snapshot.enforcement_status, "SES account read");
         Ok(snapshot)
+    }
+}
+
+/// The SES resources a campaign names, read by the preflight check.
+#[derive(Clone, Debug)]
+pub struct SesSetup {
+    client: Client,
+}
+
+impl SesSetup {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &[
+        "ses:GetConfigurationSetEventDestinations",
+        "ses:GetContactList",
+        "ses:GetEmailIdentity",
+    ];
+
+    pub fn new(base: &SdkConfig) -> SesSetup {
+        SesSetup {
+            client: Client::new(base),
+        }
+    }
+
+    pub async fn identity(&self, identity: &str) -> Probe<IdentityState> {
+        use aws_sdk_sesv2::operation::get_email_identity::GetEmailIdentityError as E;
+        match self
+            .client
+            .get_email_identity()
+            .email_identity(identity)
+            .send()
+            .await
+        {
+            Ok(output) => Probe::Found(IdentityState {
+                verified_for_sending: output.verified_for_sending_status(),
+                dkim_status: output
+                    .dkim_attributes()
+                    .and_then(|dkim| dkim.status())
+                    .map_or("NOT_STARTED", |status| status.as_str())
+                    .to_owned(),
+            }),
+            Err(err) => probe_failure(err, |e| matches!(e, E::NotFoundException(_))),
+        }
+    }
+
+    pub async fn event_destinations(
+        &self,
+        configuration_set: &str,
+    ) -> Probe<Vec<EventDestination>> {
+        use aws_sdk_sesv2::operation::get_configuration_set_event_destinations::GetConfigurationSetEventDestinationsError as E;
+        match self
+            .client
+            .get_configuration_set_event_destinations()
+            .configuration_set_name(configuration_set)
+            .send()
+            .await
+        {
+            Ok(output) => Probe::Found(
+                output
+                    .event_destinations()
+                    .iter()
+                    .map(|d| EventDestination {
+                        name: d.name().to_owned(),
+                        enabled: d.enabled(),
+                        sns_topic_arn: d.sns_destination().map(|sns| sns.topic_arn().to_owned()),
+                        events: d
+                            .matching_event_types()
+                            .iter()
+                            .map(|e| e.as_str().to_owned())
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+            Err(err) => probe_failure(err, |e| matches!(e, E::NotFoundException(_))),
+        }
+    }
+
+    pub async fn contact_list_topics(&self, contact_list: &str) -> Probe<Vec<String>> {
+        use aws_sdk_sesv2::operation::get_contact_list::GetContactListError as E;
+        match self
+            .client
+            .get_contact_list()
+            .contact_list_name(contact_list)
+            .send()
+            .await
+        {
+            Ok(output) => Probe::Found(
+                output
+                    .topics()
+                    .iter()
+                    .map(|t| t.topic_name().to_owned())
+                    .collect(),
+            ),
+            Err(err) => probe_failure(err, |e| matches!(e, E::NotFoundException(_))),
+        }
     }
 }
 

@@ -279,6 +279,53 @@ impl JobQueue for SqsJobQueue {
     }
 }
 
+/// The queues themselves, read by the preflight check: how many messages wait.
+#[derive(Clone, Debug)]
+pub struct SqsQueues {
+    client: Client,
+}
+
+impl SqsQueues {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &["sqs:GetQueueAttributes"];
+
+    pub fn new(client: Client) -> SqsQueues {
+        SqsQueues { client }
+    }
+
+    /// Visible, in-flight and delayed messages of the queue at `url`.
+    pub async fn depth(&self, url: &str) -> hikyaku_core::doctor::Probe<u64> {
+        use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesError;
+        use aws_sdk_sqs::types::QueueAttributeName as Name;
+        let counted = [
+            Name::ApproximateNumberOfMessages,
+            Name::ApproximateNumberOfMessagesNotVisible,
+            Name::ApproximateNumberOfMessagesDelayed,
+        ];
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .set_attribute_names(Some(counted.to_vec()))
+            .send()
+            .await;
+        match answer {
+            Ok(output) => {
+                let attributes = output.attributes().cloned().unwrap_or_default();
+                let depth = counted
+                    .iter()
+                    .filter_map(|name| attributes.get(name)?.parse::<u64>().ok())
+                    .sum();
+                hikyaku_core::doctor::Probe::Found(depth)
+            }
+            Err(err) => crate::error::probe_failure(err, |e| {
+                matches!(e, GetQueueAttributesError::QueueDoesNotExist(_))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

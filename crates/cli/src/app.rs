@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hikyaku_aws::config::env_opt;
+use hikyaku_aws::setup::AwsSetupProbe;
 use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
+use hikyaku_core::doctor::SetupProbe;
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::lifecycle::Action;
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
 use hikyaku_core::report::LedgerReader;
 
 use crate::cli::{CampaignCommand, Command, ContactsCommand, RunTarget, SuppressionCommand};
+use crate::commands::doctor::{self, StackNames};
 use crate::commands::{self, campaign, contacts, report, suppression};
 use crate::error::CliError;
 use crate::invoke::FunctionInvoke;
@@ -20,6 +23,7 @@ use crate::progress::Progress;
 
 pub const FANOUT_FUNCTION_VAR: &str = "HIKYAKU_FANOUT_FUNCTION";
 pub const DEFAULT_FANOUT_FUNCTION: &str = "hikyaku-fanout";
+pub const DEFAULT_FEEDBACK_FUNCTION: &str = "hikyaku-feedback";
 
 pub struct Ports<'a> {
     pub contacts: &'a dyn ContactStore,
@@ -30,6 +34,8 @@ pub struct Ports<'a> {
     pub invoker: &'a dyn FunctionInvoke,
     /// The whole ledger of a run, for reports.
     pub reader: &'a dyn LedgerReader,
+    /// What `doctor` asks the environment.
+    pub probe: &'a dyn SetupProbe,
 }
 
 pub struct Settings {
@@ -38,6 +44,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub progress: Progress,
     pub now: fn() -> DateTime<Utc>,
+    /// Where the stack's parts are, for `doctor`.
+    pub stack: StackNames,
 }
 
 impl Settings {
@@ -45,11 +53,24 @@ impl Settings {
         let fanout_function = env_opt(FANOUT_FUNCTION_VAR)
             .map_err(|err| CliError::new(err.to_string()))?
             .unwrap_or_else(|| DEFAULT_FANOUT_FUNCTION.to_owned());
+        let var = |name: &str| env_opt(name).map_err(|err| CliError::new(err.to_string()));
+        let stack = StackNames {
+            // Aws::from_env says what is wrong with them; `doctor` only skips them.
+            tables: Tables::from_env().ok(),
+            feedback_topic_arn: var("HIKYAKU_FEEDBACK_TOPIC_ARN")?,
+            send_queue_url: var("HIKYAKU_SEND_QUEUE_URL")?,
+            dead_letter_queue_url: var("HIKYAKU_SEND_DLQ_URL")?,
+            feedback_function: Some(
+                var("HIKYAKU_FEEDBACK_FUNCTION")?
+                    .unwrap_or_else(|| DEFAULT_FEEDBACK_FUNCTION.to_owned()),
+            ),
+        };
         Ok(Settings {
             fanout_function,
             poll_interval: Duration::from_secs(1),
             progress: Progress::for_stderr(),
             now: Utc::now,
+            stack,
         })
     }
 }
@@ -58,6 +79,7 @@ impl Settings {
 pub struct Aws {
     stores: DynamoStores,
     invoker: FunctionInvoker,
+    probe: AwsSetupProbe,
 }
 
 impl Aws {
@@ -77,6 +99,7 @@ impl Aws {
         Ok(Aws {
             stores: DynamoStores::new(&dynamodb, &tables),
             invoker: FunctionInvoker::new(aws_sdk_lambda::Client::new(&sdk)),
+            probe: AwsSetupProbe::new(&sdk),
         })
     }
 
@@ -89,6 +112,7 @@ impl Aws {
             suppressions: &self.stores.suppressions,
             invoker: &self.invoker,
             reader: &self.stores.ledger,
+            probe: &self.probe,
         }
     }
 }
@@ -126,7 +150,15 @@ pub async fn dispatch(
             )
             .await?,
         ),
-        Command::Campaign(CampaignCommand::Start { id, wait, timeout }) => {
+        Command::Campaign(CampaignCommand::Start {
+            id,
+            wait,
+            timeout,
+            force,
+        }) => {
+            if !*force {
+                doctor::gate(ports.probe, ports.campaigns, &settings.stack, id).await?;
+            }
             let mut report = campaign::start(
                 ports.campaigns,
                 ports.invoker,
@@ -156,6 +188,15 @@ pub async fn dispatch(
             }
             Box::new(report)
         }
+        Command::Doctor { campaign } => Box::new(
+            doctor::doctor(
+                ports.probe,
+                ports.campaigns,
+                &settings.stack,
+                campaign.as_ref(),
+            )
+            .await?,
+        ),
         Command::Campaign(CampaignCommand::Pause { target, reason }) => {
             lifecycle(
                 ports,
@@ -319,6 +360,7 @@ mod tests {
         ledger: FakeLedger,
         suppressions: FakeSuppressions,
         queue: FakeQueue,
+        probe: hikyaku_core::fakes::FakeSetupProbe,
     }
 
     /// The fan-out and, at once, a sender that sends to every recipient not suppressed.
@@ -390,12 +432,14 @@ mod tests {
             suppressions: &fakes.suppressions,
             invoker: &invoker,
             reader: &fakes.ledger,
+            probe: &fakes.probe,
         };
         let settings = Settings {
             fanout_function: "fanout-under-test".into(),
             poll_interval: Duration::from_millis(1),
             progress: Progress::hidden(),
             now: Utc::now,
+            stack: StackNames::default(),
         };
         dispatch(&cli.command, &ports, &settings, cli.json).await
     }
@@ -550,6 +594,70 @@ mod tests {
             .to_string();
         assert!(refused.contains("cannot be resumed"), "{refused}");
         assert!(refused.contains("campaign start demo"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_start_is_refused_while_the_doctor_finds_a_blocking_failure() {
+        let fakes = Fakes::default();
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("contacts.csv");
+        std::fs::write(&csv, "email\na@example.com\n").unwrap();
+        hikyaku(
+            &fakes,
+            &[
+                "contacts",
+                "import",
+                csv.to_str().unwrap(),
+                "--list",
+                "news",
+            ],
+        )
+        .await
+        .unwrap();
+        let toml = dir.path().join("campaign.toml");
+        std::fs::write(
+            &toml,
+            "id = \"demo\"\nlist = \"news\"\nsubject = \"Hi\"\nhtml = \"<p>Hello</p>\"\n\
+             [from]\naddress = \"news@example.com\"\n",
+        )
+        .unwrap();
+        hikyaku(&fakes, &["campaign", "create", toml.to_str().unwrap()])
+            .await
+            .unwrap();
+        // Nothing answered: every check is skipped and nothing blocks.
+        let report = hikyaku(&fakes, &["doctor", "--campaign", "demo"])
+            .await
+            .unwrap();
+        assert!(report.failure().is_none());
+        assert!(report.text().contains("skipped"), "{}", report.text());
+
+        *fakes.probe.account.lock().unwrap() = Some(hikyaku_core::budget::AccountSnapshot {
+            max_send_rate: 14.0,
+            max_24_hour_send: 50_000.0,
+            sent_last_24_hours: 0.0,
+            sending_enabled: false,
+            enforcement_status: "HEALTHY".into(),
+            production_access: true,
+            fetched_at: Utc::now(),
+        });
+        let report = hikyaku(&fakes, &["doctor", "--json"]).await.unwrap();
+        assert_eq!(report.json()["blocking_failures"], 1);
+        let failure = report.failure().expect("a blocking failure").to_string();
+        assert!(failure.contains("sending is disabled"), "{failure}");
+        let refused = hikyaku(&fakes, &["campaign", "start", "demo"]).await.err();
+        let refused = refused.expect("start refused").to_string();
+        assert!(
+            refused.contains("SES account: sending is disabled"),
+            "{refused}"
+        );
+        assert!(refused.contains("--force"), "{refused}");
+        assert!(
+            fakes.runs.runs.lock().unwrap().is_empty(),
+            "no run was started"
+        );
+        let forced = hikyaku(&fakes, &["campaign", "start", "demo", "--force"]).await;
+        assert!(forced.is_ok());
+        assert_eq!(fakes.runs.runs.lock().unwrap().len(), 1);
     }
 
     #[test]

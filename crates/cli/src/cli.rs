@@ -15,6 +15,10 @@ Environment (configuration comes from these variables only):
   HIKYAKU_DELIVERIES_TABLE     DynamoDB table of the delivery ledger; required
   HIKYAKU_SUPPRESSIONS_TABLE   DynamoDB table of suppressions; required
   HIKYAKU_FANOUT_FUNCTION      Lambda function `campaign start` invokes [default: hikyaku-fanout]
+  HIKYAKU_FEEDBACK_TOPIC_ARN   `doctor`: the topic SES's events go to (skipped without it)
+  HIKYAKU_FEEDBACK_FUNCTION    `doctor`: the function subscribed to it [default: hikyaku-feedback]
+  HIKYAKU_SEND_QUEUE_URL       `doctor`: the send queue (skipped without it)
+  HIKYAKU_SEND_DLQ_URL         `doctor`: its dead-letter queue (skipped without it)
   AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
                                the AWS SDK's standard settings
   AWS_ENDPOINT_URL             another endpoint for every AWS service (locally: moto)
@@ -57,6 +61,14 @@ pub enum Command {
     /// Addresses that are never mailed
     #[command(subcommand)]
     Suppression(SuppressionCommand),
+    /// Check that the SES setup and the stack will carry a campaign: account, identity and
+    /// DKIM, configuration set and its events, contact list and topic, the feedback
+    /// subscription, tables and queues; each finding with its fix
+    Doctor {
+        /// Check this campaign's from identity, configuration set, contact list and topic too
+        #[arg(long, value_name = "ID")]
+        campaign: Option<CampaignId>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +149,9 @@ pub enum CampaignCommand {
         /// With --wait: give up waiting after this many seconds (the run goes on)
         #[arg(long, value_name = "SECONDS", requires = "wait")]
         timeout: Option<u64>,
+        /// Start even if a blocking check of `hikyaku doctor` fails
+        #[arg(long)]
+        force: bool,
     },
     /// Pause a run: senders stop within one batch; `resume` carries on where it stood
     Pause {
@@ -469,7 +484,9 @@ mod tests {
             .unwrap()
             .command
         {
-            Command::Campaign(CampaignCommand::Start { id, wait, timeout }) => {
+            Command::Campaign(CampaignCommand::Start {
+                id, wait, timeout, ..
+            }) => {
                 assert_eq!(id.as_str(), "winter");
                 assert!(wait);
                 assert_eq!(timeout, Some(60));

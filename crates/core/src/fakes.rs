@@ -1008,3 +1008,44 @@ impl crate::budget::AccountGate for FakeGate {
         Ok(locked(&self.verdict).clone())
     }
 }
+
+/// A preflight probe that answers the account it holds (none: unanswered) and nothing else,
+/// as an emulator without those APIs would.
+#[derive(Default)]
+pub struct FakeSetupProbe {
+    pub account: Mutex<Option<crate::budget::AccountSnapshot>>,
+}
+
+#[async_trait]
+impl crate::doctor::SetupProbe for FakeSetupProbe {
+    async fn account(&self) -> crate::doctor::Probe<crate::budget::AccountSnapshot> {
+        match locked(&self.account).clone() {
+            Some(account) => crate::doctor::Probe::Found(account),
+            None => crate::doctor::Probe::Unanswered,
+        }
+    }
+    async fn identity(&self, _: &str) -> crate::doctor::Probe<crate::doctor::IdentityState> {
+        crate::doctor::Probe::Unanswered
+    }
+    async fn event_destinations(
+        &self,
+        _: &str,
+    ) -> crate::doctor::Probe<Vec<crate::doctor::EventDestination>> {
+        crate::doctor::Probe::Unanswered
+    }
+    async fn contact_list_topics(&self, _: &str) -> crate::doctor::Probe<Vec<String>> {
+        crate::doctor::Probe::Unanswered
+    }
+    async fn subscriptions(
+        &self,
+        _: &str,
+    ) -> crate::doctor::Probe<Vec<crate::doctor::Subscription>> {
+        crate::doctor::Probe::Unanswered
+    }
+    async fn table(&self, _: &str) -> crate::doctor::Probe<()> {
+        crate::doctor::Probe::Unanswered
+    }
+    async fn queue_depth(&self, _: &str) -> crate::doctor::Probe<u64> {
+        crate::doctor::Probe::Unanswered
+    }
+}

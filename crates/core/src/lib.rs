@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod campaign;
 pub mod contact;
+pub mod doctor;
 pub mod email;
 pub mod fanout;
 pub mod feedback;

@@ -7,6 +7,7 @@ mod budget;
 #[path = "../support/chromium.rs"]
 mod chromium;
 mod cross_account;
+mod doctor;
 mod feedback;
 mod frequency_cap;
 mod helpers;

@@ -5,8 +5,6 @@
 //! sent, delivered, bounced and complained.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use hikyaku_core::email::EmailAddress;
@@ -18,51 +16,6 @@ use crate::helpers::*;
 
 const LIMIT: Duration = Duration::from_secs(600);
 const FEEDBACK_LIMIT: Duration = Duration::from_secs(600);
-
-/// The `hikyaku` binary: `HIKYAKU_CLI` (`make test` sets it), else the one next to this test
-/// binary's `deps/` folder.
-fn cli_binary() -> PathBuf {
-    let path = std::env::var_os("HIKYAKU_CLI")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .expect("test binary in <target>/debug/deps")
-                .join("hikyaku")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p hikyaku-cli` (`make test` does)",
-        path.display()
-    );
-    path
-}
-
-/// Runs `hikyaku ARGS` with the stack's environment.
-async fn hikyaku(stack: &Stack, args: &[&str]) -> Output {
-    tokio::process::Command::new(cli_binary())
-        .args(args)
-        .envs(&stack.vars)
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("hikyaku runs")
-}
-
-/// The JSON `hikyaku ARGS` printed, after checking it succeeded and kept stderr quiet.
-async fn hikyaku_json(stack: &Stack, args: &[&str]) -> Value {
-    let output = hikyaku(stack, args).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "hikyaku {args:?} failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "hikyaku {args:?} wrote: {stderr}");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-        panic!(
-            "hikyaku {args:?} printed no JSON ({err}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
 
 /// 60 contacts: per 20, two `bounce`, one `complaint`, one `ooto`, one `suppressionlist` and
 /// two `success` simulator addresses; the rest plain (delivered).

@@ -12,6 +12,7 @@ mod deliveries;
 pub(crate) mod item;
 mod runs;
 mod suppressions;
+mod tables;
 mod write;
 
 pub use budget::{BUDGET_PARTITION, DynamoBudget};
@@ -20,6 +21,7 @@ pub use contacts::DynamoContacts;
 pub use deliveries::{DynamoLedger, DynamoRejects};
 pub use runs::DynamoRuns;
 pub use suppressions::DynamoSuppressions;
+pub use tables::DynamoTables;
 
 use crate::config::Tables;
 

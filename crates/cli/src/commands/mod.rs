@@ -3,6 +3,7 @@
 
 pub mod campaign;
 pub mod contacts;
+pub mod doctor;
 pub mod lifecycle;
 pub mod report;
 pub mod suppression;
