@@ -20,7 +20,7 @@ use crate::dynamodb::{
 use crate::roles::RoleAssumer;
 use crate::ses::{SesAccount, SesSetup};
 use crate::sns::SnsTopics;
-use crate::sqs::SqsQueues;
+use crate::sqs::{SqsDeadLetters, SqsQueues};
 use crate::{FunctionInvoker, SesSender, SqsJobQueue};
 
 /// An adapter's type and the IAM actions it declares.
@@ -76,6 +76,7 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
         &[
             ("SqsJobQueue", SqsJobQueue::OPERATIONS),
             ("SqsQueues", SqsQueues::OPERATIONS),
+            ("SqsDeadLetters", SqsDeadLetters::OPERATIONS),
         ],
     ),
     ("sns.rs", "sns", &[("SnsTopics", SnsTopics::OPERATIONS)]),

@@ -279,6 +279,94 @@ impl JobQueue for SqsJobQueue {
     }
 }
 
+/// The send queue's dead-letter queue, read by `resend-failed`.
+#[derive(Clone, Debug)]
+pub struct SqsDeadLetters {
+    client: Client,
+    queue_url: String,
+}
+
+/// How long a received dead letter stays hidden while `resend-failed` works on it.
+const DEAD_LETTER_HOLD_SECS: i32 = 120;
+
+impl SqsDeadLetters {
+    /// The IAM actions of the AWS operations this adapter calls, for the deployment's policies.
+    /// `OPERATIONS` is kept true by a test that reads this module's source.
+    pub const OPERATIONS: &[&str] = &[
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:ReceiveMessage",
+    ];
+
+    pub fn new(client: Client, queue_url: impl Into<String>) -> SqsDeadLetters {
+        SqsDeadLetters {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+fn dead_letter_error<E>(operation: &str, err: SdkError<E, HttpResponse>) -> QueueError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    aws_sdk_sqs::Error: From<SdkError<E, HttpResponse>>,
+{
+    let (_, message, source) = classify(err);
+    QueueError {
+        message: format!("{operation} on the dead-letter queue: {message}"),
+        source: Some(source),
+    }
+}
+
+#[async_trait]
+impl hikyaku_core::redrive::DeadLetters for SqsDeadLetters {
+    async fn receive(&self) -> Result<Vec<hikyaku_core::redrive::DeadLetter>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(DEAD_LETTER_HOLD_SECS)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .map_err(|err| dead_letter_error("ReceiveMessage", err))?;
+        Ok(output
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                Some(hikyaku_core::redrive::DeadLetter {
+                    body: m.body()?.to_owned(),
+                    receipt: m.receipt_handle()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|err| dead_letter_error("DeleteMessage", err))?;
+        Ok(())
+    }
+
+    async fn release(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|err| dead_letter_error("ChangeMessageVisibility", err))?;
+        Ok(())
+    }
+}
+
 /// The queues themselves, read by the preflight check: how many messages wait.
 #[derive(Clone, Debug)]
 pub struct SqsQueues {

@@ -6,11 +6,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hikyaku_aws::config::env_opt;
 use hikyaku_aws::setup::AwsSetupProbe;
+use hikyaku_aws::sqs::{SqsDeadLetters, SqsJobQueue};
 use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
 use hikyaku_core::doctor::SetupProbe;
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::lifecycle::Action;
+use hikyaku_core::ports::JobQueue;
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
+use hikyaku_core::redrive::DeadLetters;
 use hikyaku_core::report::LedgerReader;
 
 use crate::cli::{CampaignCommand, Command, ContactsCommand, RunTarget, SuppressionCommand};
@@ -36,6 +39,8 @@ pub struct Ports<'a> {
     pub reader: &'a dyn LedgerReader,
     /// What `doctor` asks the environment.
     pub probe: &'a dyn SetupProbe,
+    /// The dead-letter queue and the send queue, when configured.
+    pub queues: Option<(&'a dyn DeadLetters, &'a dyn JobQueue)>,
 }
 
 pub struct Settings {
@@ -80,6 +85,7 @@ pub struct Aws {
     stores: DynamoStores,
     invoker: FunctionInvoker,
     probe: AwsSetupProbe,
+    queues: Option<(SqsDeadLetters, SqsJobQueue)>,
 }
 
 impl Aws {
@@ -96,7 +102,17 @@ impl Aws {
                 .hint("set AWS_REGION (or a region in your AWS profile)"));
         }
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let var = |name: &str| env_opt(name).map_err(|err| CliError::new(err.to_string()));
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queues = match (var("HIKYAKU_SEND_DLQ_URL")?, var("HIKYAKU_SEND_QUEUE_URL")?) {
+            (Some(dlq), Some(send)) => Some((
+                SqsDeadLetters::new(sqs.clone(), dlq),
+                SqsJobQueue::new(sqs, send),
+            )),
+            _ => None,
+        };
         Ok(Aws {
+            queues,
             stores: DynamoStores::new(&dynamodb, &tables),
             invoker: FunctionInvoker::new(aws_sdk_lambda::Client::new(&sdk)),
             probe: AwsSetupProbe::new(&sdk),
@@ -113,6 +129,10 @@ impl Aws {
             invoker: &self.invoker,
             reader: &self.stores.ledger,
             probe: &self.probe,
+            queues: self
+                .queues
+                .as_ref()
+                .map(|(dlq, send)| (dlq as &dyn DeadLetters, send as &dyn JobQueue)),
         }
     }
 }
@@ -187,6 +207,9 @@ pub async fn dispatch(
                 ));
             }
             Box::new(report)
+        }
+        Command::Campaign(CampaignCommand::ResendFailed { id, run }) => {
+            Box::new(commands::lifecycle::resend_failed(ports.runs, ports.queues, id, run).await?)
         }
         Command::Doctor { campaign } => Box::new(
             doctor::doctor(
@@ -433,6 +456,7 @@ mod tests {
             invoker: &invoker,
             reader: &fakes.ledger,
             probe: &fakes.probe,
+            queues: None,
         };
         let settings = Settings {
             fanout_function: "fanout-under-test".into(),

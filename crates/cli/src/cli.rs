@@ -17,8 +17,8 @@ Environment (configuration comes from these variables only):
   HIKYAKU_FANOUT_FUNCTION      Lambda function `campaign start` invokes [default: hikyaku-fanout]
   HIKYAKU_FEEDBACK_TOPIC_ARN   `doctor`: the topic SES's events go to (skipped without it)
   HIKYAKU_FEEDBACK_FUNCTION    `doctor`: the function subscribed to it [default: hikyaku-feedback]
-  HIKYAKU_SEND_QUEUE_URL       `doctor`: the send queue (skipped without it)
-  HIKYAKU_SEND_DLQ_URL         `doctor`: its dead-letter queue (skipped without it)
+  HIKYAKU_SEND_QUEUE_URL       `doctor`, `resend-failed`: the send queue
+  HIKYAKU_SEND_DLQ_URL         `doctor`, `resend-failed`: its dead-letter queue
   AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
                                the AWS SDK's standard settings
   AWS_ENDPOINT_URL             another endpoint for every AWS service (locally: moto)
@@ -174,6 +174,16 @@ pub enum CampaignCommand {
         /// Why, shown by `status` [default: cancelled by the operator]
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+    },
+    /// Give the recipients of a run that failed for a transient reason a new attempt: its jobs
+    /// in the dead-letter queue go back to the send queue; nobody already sent, suppressed,
+    /// failed for good, uncertain or cancelled is mailed
+    ResendFailed {
+        /// The campaign id
+        id: CampaignId,
+        /// The run (its scheduled time, YYYYMMDDTHHMMSSZ)
+        #[arg(long = "run", value_name = "RUN_ID", value_parser = parse_run_id)]
+        run: RunId,
     },
     /// Show a run's progress, counts per delivery state and send rate
     Status {

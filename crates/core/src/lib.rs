@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod notification;
 pub mod ports;
+pub mod redrive;
 pub mod report;
 pub mod run;
 pub mod segment;

@@ -13,6 +13,7 @@ mod frequency_cap;
 mod helpers;
 mod lifecycle;
 mod report;
+mod resend;
 
 use std::collections::HashMap;
 use std::time::Duration;

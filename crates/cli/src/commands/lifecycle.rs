@@ -120,3 +120,72 @@ pub async fn change(
         fanout_continued: applied.continue_fanout,
     })
 }
+
+#[derive(Debug, Serialize)]
+pub struct ResendReport {
+    pub campaign: CampaignId,
+    pub run_id: RunId,
+    #[serde(flatten)]
+    pub redriven: hikyaku_core::redrive::Redriven,
+}
+
+impl Report for ResendReport {
+    fn text(&self) -> String {
+        let r = &self.redriven;
+        let mut out = format!(
+            "Put {} recipients ({} jobs) of run {} back on the send queue; the ledger keeps anyone \
+             already sent, suppressed, failed for good, uncertain or cancelled from a second mail",
+            r.recipients, r.jobs, self.run_id
+        );
+        if r.other_runs > 0 || r.unreadable > 0 {
+            out.push_str(&format!(
+                "\nleft in the dead-letter queue: {} of other runs, {} unreadable",
+                r.other_runs, r.unreadable
+            ));
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        to_json(self)
+    }
+}
+
+pub async fn resend_failed(
+    runs: &dyn RunStore,
+    queues: Option<(
+        &dyn hikyaku_core::redrive::DeadLetters,
+        &dyn hikyaku_core::ports::JobQueue,
+    )>,
+    id: &CampaignId,
+    run: &RunId,
+) -> Result<ResendReport, CliError> {
+    let record = find_run(runs, id, Some(run)).await?;
+    if record.state == RunState::Cancelled {
+        return Err(CliError::new(format!(
+            "run {run} is cancelled; its recipients are not sent again"
+        ))
+        .hint(format!(
+            "start a new run instead: hikyaku campaign start {id}"
+        )));
+    }
+    let (dead_letters, queue) = queues.ok_or_else(|| {
+        CliError::new("the send queue and its dead-letter queue are not configured").hint(
+            "set HIKYAKU_SEND_QUEUE_URL and HIKYAKU_SEND_DLQ_URL (the stack's SendQueueUrl and \
+             SendDeadLetterQueueUrl outputs)",
+        )
+    })?;
+    let redriven = hikyaku_core::redrive::resend_failed(dead_letters, queue, &record.run)
+        .await
+        .map_err(|err| {
+            CliError::new(format!(
+                "could not move the dead letters of run {run}: {err}"
+            ))
+            .hint("what was moved stays moved; running it again carries on")
+        })?;
+    Ok(ResendReport {
+        campaign: id.clone(),
+        run_id: run.clone(),
+        redriven,
+    })
+}
