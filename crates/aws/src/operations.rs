@@ -18,6 +18,7 @@ use crate::dynamodb::{
     DynamoSuppressions,
 };
 use crate::roles::RoleAssumer;
+use crate::scheduler::SchedulerSchedules;
 use crate::ses::SesAccount;
 use crate::{FunctionInvoker, SesSender, SqsJobQueue};
 
@@ -77,6 +78,11 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
         "lambda.rs",
         "lambda",
         &[("FunctionInvoker", FunctionInvoker::OPERATIONS)],
+    ),
+    (
+        "scheduler.rs",
+        "scheduler",
+        &[("SchedulerSchedules", SchedulerSchedules::OPERATIONS)],
     ),
 ];
 

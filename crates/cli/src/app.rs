@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hikyaku_aws::config::env_opt;
-use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
+use hikyaku_aws::{DynamoStores, FunctionInvoker, SchedulerSchedules, Tables, load_sdk_config};
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::lifecycle::Action;
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
 use hikyaku_core::report::LedgerReader;
+use hikyaku_core::schedule::Schedules;
 
 use crate::cli::{CampaignCommand, Command, ContactsCommand, RunTarget, SuppressionCommand};
-use crate::commands::{self, campaign, contacts, report, suppression};
+use crate::commands::schedule::ScheduleSettings;
+use crate::commands::{self, campaign, contacts, report, schedule, suppression};
 use crate::error::CliError;
 use crate::invoke::FunctionInvoke;
 use crate::output::Report;
@@ -30,6 +32,8 @@ pub struct Ports<'a> {
     pub invoker: &'a dyn FunctionInvoke,
     /// The whole ledger of a run, for reports.
     pub reader: &'a dyn LedgerReader,
+    /// The campaign schedules of the stack's schedule group.
+    pub schedules: &'a dyn Schedules,
 }
 
 pub struct Settings {
@@ -38,6 +42,7 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub progress: Progress,
     pub now: fn() -> DateTime<Utc>,
+    pub schedule: ScheduleSettings,
 }
 
 impl Settings {
@@ -50,6 +55,7 @@ impl Settings {
             poll_interval: Duration::from_secs(1),
             progress: Progress::for_stderr(),
             now: Utc::now,
+            schedule: ScheduleSettings::from_env()?,
         })
     }
 }
@@ -58,6 +64,7 @@ impl Settings {
 pub struct Aws {
     stores: DynamoStores,
     invoker: FunctionInvoker,
+    schedules: SchedulerSchedules,
 }
 
 impl Aws {
@@ -77,6 +84,10 @@ impl Aws {
         Ok(Aws {
             stores: DynamoStores::new(&dynamodb, &tables),
             invoker: FunctionInvoker::new(aws_sdk_lambda::Client::new(&sdk)),
+            schedules: SchedulerSchedules::new(
+                aws_sdk_scheduler::Client::new(&sdk),
+                ScheduleSettings::from_env()?.group,
+            ),
         })
     }
 
@@ -89,6 +100,7 @@ impl Aws {
             suppressions: &self.stores.suppressions,
             invoker: &self.invoker,
             reader: &self.stores.ledger,
+            schedules: &self.schedules,
         }
     }
 }
@@ -245,6 +257,22 @@ pub async fn dispatch(
                 .await?,
             )
         }
+        Command::Campaign(CampaignCommand::Schedule(args)) => Box::new(
+            schedule::schedule(
+                ports.campaigns,
+                ports.schedules,
+                &settings.schedule,
+                args,
+                now,
+            )
+            .await?,
+        ),
+        Command::Campaign(CampaignCommand::Schedules(args)) => Box::new(
+            schedule::list(ports.schedules, &settings.schedule, args.id.as_ref(), now).await?,
+        ),
+        Command::Campaign(CampaignCommand::Unschedule(args)) => {
+            Box::new(schedule::unschedule(ports.schedules, &settings.schedule, &args.id).await?)
+        }
         Command::Suppression(SuppressionCommand::Add { emails, reason }) => {
             Box::new(suppression::add(ports.suppressions, emails, reason, now).await?)
         }
@@ -306,6 +334,7 @@ mod tests {
         ledger: FakeLedger,
         suppressions: FakeSuppressions,
         queue: FakeQueue,
+        schedules: hikyaku_core::schedule::fake::FakeSchedules,
     }
 
     /// The fan-out and, at once, a sender that sends to every recipient not suppressed.
@@ -377,12 +406,14 @@ mod tests {
             suppressions: &fakes.suppressions,
             invoker: &invoker,
             reader: &fakes.ledger,
+            schedules: &fakes.schedules,
         };
         let settings = Settings {
             fanout_function: "fanout-under-test".into(),
             poll_interval: Duration::from_millis(1),
             progress: Progress::hidden(),
             now: Utc::now,
+            schedule: ScheduleSettings::default(),
         };
         dispatch(&cli.command, &ports, &settings, cli.json).await
     }

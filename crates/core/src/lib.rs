@@ -19,6 +19,7 @@ pub mod notification;
 pub mod ports;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod segment;
 pub mod send;
 pub mod template;

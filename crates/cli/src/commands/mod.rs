@@ -5,4 +5,5 @@ pub mod campaign;
 pub mod contacts;
 pub mod lifecycle;
 pub mod report;
+pub mod schedule;
 pub mod suppression;
