@@ -105,6 +105,15 @@ impl Aws {
     }
 }
 
+/// The checks a command makes before any AWS client exists (a schedule's expression, zone,
+/// time and settings).
+pub fn check_before_aws(command: &Command, settings: &Settings) -> Result<(), CliError> {
+    if let Command::Campaign(CampaignCommand::Schedule(args)) = command {
+        schedule::check(&settings.schedule, args, (settings.now)())?;
+    }
+    Ok(())
+}
+
 pub async fn dispatch(
     command: &Command,
     ports: &Ports<'_>,
@@ -567,6 +576,30 @@ mod tests {
             .to_string();
         assert!(refused.contains("cannot be resumed"), "{refused}");
         assert!(refused.contains("campaign start demo"), "{refused}");
+    }
+
+    #[test]
+    fn a_bad_schedule_is_refused_before_any_aws_client_exists() {
+        let cli = Cli::try_parse_from([
+            "hikyaku",
+            "campaign",
+            "schedule",
+            "demo",
+            "--cron",
+            "0 9 * * MON",
+        ])
+        .unwrap();
+        let settings = Settings {
+            fanout_function: "f".into(),
+            poll_interval: Duration::from_millis(1),
+            progress: Progress::hidden(),
+            now: Utc::now,
+            schedule: ScheduleSettings::default(),
+        };
+        let err = check_before_aws(&cli.command, &settings).unwrap_err();
+        assert!(err.message.contains("has 5 fields"), "{err}");
+        let other = Cli::try_parse_from(["hikyaku", "suppression", "list"]).unwrap();
+        assert!(check_before_aws(&other.command, &settings).is_ok());
     }
 
     #[test]

@@ -170,7 +170,8 @@ impl fmt::Display for Rate {
 #[derive(Clone, Debug)]
 pub struct CronExpression {
     fields: String,
-    pattern: croner::Cron,
+    /// Boxed: the parsed pattern is large, the other expressions are small.
+    pattern: Box<croner::Cron>,
 }
 
 impl PartialEq for CronExpression {
@@ -272,7 +273,7 @@ impl CronExpression {
             .map_err(|err| bad(format!("is not valid: {err}")))?;
         Ok(CronExpression {
             fields: fields.join(" "),
-            pattern,
+            pattern: Box::new(pattern),
         })
     }
 

@@ -11,6 +11,7 @@ mod feedback;
 mod helpers;
 mod lifecycle;
 mod report;
+mod schedule;
 
 use std::collections::HashMap;
 use std::time::Duration;

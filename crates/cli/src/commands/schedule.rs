@@ -12,8 +12,8 @@ use hikyaku_aws::config::env_opt;
 use hikyaku_core::ids::CampaignId;
 use hikyaku_core::ports::CampaignStore;
 use hikyaku_core::schedule::{
-    ScheduleError, ScheduleInfo, ScheduleRequest, Schedules, SchedulesError, SchedulesErrorKind,
-    parse_zone, schedule_name,
+    ScheduleError, ScheduleInfo, ScheduleRequest, ScheduleSpec, Schedules, SchedulesError,
+    SchedulesErrorKind, parse_zone, schedule_name,
 };
 use serde::Serialize;
 
@@ -216,13 +216,13 @@ impl Report for Scheduled {
     }
 }
 
-pub async fn schedule(
-    campaigns: &dyn CampaignStore,
-    schedules: &dyn Schedules,
+/// What can be checked without AWS: the request, then the settings. `main` runs it before it
+/// builds the AWS clients, so a bad expression is the answer even without a stack configured.
+pub fn check(
     settings: &ScheduleSettings,
     args: &ScheduleArgs,
     now: DateTime<Utc>,
-) -> Result<Scheduled, CliError> {
+) -> Result<ScheduleSpec, CliError> {
     let request = ScheduleRequest {
         at: args.at.as_deref(),
         cron: args.cron.as_deref(),
@@ -245,6 +245,17 @@ pub async fn schedule(
         .map_err(schedule_error)?;
     fanout_arn?;
     role_arn?;
+    Ok(spec)
+}
+
+pub async fn schedule(
+    campaigns: &dyn CampaignStore,
+    schedules: &dyn Schedules,
+    settings: &ScheduleSettings,
+    args: &ScheduleArgs,
+    now: DateTime<Utc>,
+) -> Result<Scheduled, CliError> {
+    let spec = check(settings, args, now)?;
     if campaigns.get(&args.id).await?.is_none() {
         return Err(
             CliError::new(format!("campaign '{}' does not exist", args.id))
