@@ -235,6 +235,7 @@ the operator's own data; they are not logged."
         csv: bool,
     },
     /// Schedule runs on EventBridge Scheduler: once (--at) or repeatedly (--cron, --rate)
+    #[command(long_about = crate::commands::schedule::LONG_ABOUT)]
     Schedule(crate::commands::schedule::ScheduleArgs),
     /// List the schedule group's schedules with their next firing
     Schedules(crate::commands::schedule::SchedulesArgs),

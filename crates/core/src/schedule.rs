@@ -261,6 +261,12 @@ impl CronExpression {
                 }
             }
         }
+        // `L` alone in day-of-week is the last day of the week, Saturday (7).
+        let dow = if dow.eq_ignore_ascii_case("L") {
+            "7"
+        } else {
+            dow
+        };
         // Seconds at 0 in front; `?` is any day; DOM and DOW are never both restricted here.
         let croner_text = format!("0 {minutes} {hours} {dom} {month} {dow} {year}");
         let pattern = croner::parser::CronParser::builder()
@@ -890,6 +896,21 @@ mod tests {
         assert_eq!(
             next(&cron("0 9 ? 12 6L *"), "UTC", "2026-12-01T00:00:00Z").as_deref(),
             Some("2026-12-25T09:00:00Z")
+        );
+        // The last weekday of December 2026: Thursday the 31st.
+        assert_eq!(
+            next(&cron("0 9 LW 12 ? *"), "UTC", "2026-12-01T00:00:00Z").as_deref(),
+            Some("2026-12-31T09:00:00Z")
+        );
+        // `L` alone in day-of-week: the last day of the week, Saturday (2026-12-05).
+        assert_eq!(
+            next(&cron("0 9 ? * L *"), "UTC", "2026-12-01T00:00:00Z").as_deref(),
+            Some("2026-12-05T09:00:00Z")
+        );
+        // The fifth Friday: none in December 2026, so 2027-01-29.
+        assert_eq!(
+            next(&cron("0 9 ? * 6#5 *"), "UTC", "2026-12-01T00:00:00Z").as_deref(),
+            Some("2027-01-29T09:00:00Z")
         );
         // Only in 2030.
         assert_eq!(

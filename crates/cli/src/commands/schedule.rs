@@ -26,7 +26,7 @@ pub const FANOUT_ARN_VAR: &str = "HIKYAKU_FANOUT_FUNCTION_ARN";
 /// The group of a stack named `hikyaku` (the template names the group after the stack).
 pub const DEFAULT_SCHEDULE_GROUP: &str = "hikyaku";
 
-const LONG_ABOUT: &str = "\
+pub const LONG_ABOUT: &str = "\
 Schedule runs of a campaign on EventBridge Scheduler, in the stack's schedule group \
 (HIKYAKU_SCHEDULE_GROUP). Each firing invokes the fan-out (HIKYAKU_FANOUT_FUNCTION_ARN, with \
 the role HIKYAKU_SCHEDULER_ROLE_ARN) with {\"campaign_id\": ID, \"scheduled_time\": \
@@ -43,7 +43,6 @@ Times are read in --tz (an IANA zone, default UTC). A campaign has one schedule,
 the campaign; `campaign unschedule ID` removes it.";
 
 #[derive(Args, Debug)]
-#[command(long_about = LONG_ABOUT)]
 #[command(group(ArgGroup::new("when").required(true).args(["at", "cron", "rate"])))]
 pub struct ScheduleArgs {
     /// The campaign id (also the schedule's name)
