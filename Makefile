@@ -94,8 +94,8 @@ build: $(VENV_STAMP) ## Release Lambda binaries for arm64 (target/lambda/<fn>/bo
 
 # ---------------------------------------------------------------------------------------------
 # Local stack: moto, the SES v2 emulator, the SES proxy (faults, mailbox simulator events),
-# cargo lambda watch, the Lambda proxy, the SNS pump (feedback topic -> hikyaku-feedback) and
-# the SQS pump (send queue -> hikyaku-sender).
+# cargo lambda watch, the Lambda proxy, the SNS pump (feedback topic -> hikyaku-feedback), the
+# scheduler (due schedules -> hikyaku-fanout) and the SQS pump (send queue -> hikyaku-sender).
 # Everything binds to loopback; pid files and logs live in the git-ignored .local/.
 # ---------------------------------------------------------------------------------------------
 LOCAL_DIR := .local
@@ -117,6 +117,7 @@ PUMP_ARGS ?=
 SNS_PUMP_FUNCTION ?= hikyaku-feedback
 SNS_PUMP_ARGS ?=
 SES_PROXY_ARGS ?=
+SCHEDULER_ARGS ?=
 LAMBDA_PROXY_ARGS ?=
 # Instances per function under cargo lambda watch (the pump's 2 batches, twice with
 # --duplicate-delivery, plus a fan-out invoking itself).
@@ -146,7 +147,7 @@ LOCAL_AWS_ENV := AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCES
 export HIKYAKU_LOCAL_DIR := $(CURDIR)/$(LOCAL_DIR)
 
 .PHONY: local-up
-local-up: local-sns-pump $(if $(filter 1,$(PUMP)),local-pump) ## Start the local stack (PUMP=0: without the SQS pump)
+local-up: local-sns-pump local-scheduler $(if $(filter 1,$(PUMP)),local-pump) ## Start the local stack (PUMP=0: without the SQS pump)
 	@echo "==> local stack is up; environment in $(STACK_ENV), logs in $(LOCAL_DIR)/logs/"
 	@echo "    SES inbox $(SES_URL)/  SES proxy $(SES_PROXY_URL)  Lambda $(LAMBDA_PROXY_URL) (watch $(LAMBDA_URL))"
 
@@ -219,6 +220,13 @@ local-sns-pump: local-lambda-proxy ## Start the SNS -> feedback pump (SES events
 	@$(STACK) start-with-env sns-pump $(STACK_ENV) -- $(HIKYAKU_LOCAL) sns-pump \
 		--listen $(LOCAL_HOST):$(SNS_PUMP_PORT) --function $(SNS_PUMP_FUNCTION) $(SNS_PUMP_ARGS)
 	@$(STACK) wait-http sns-pump $(SNS_PUMP_URL)/_hikyaku/health $(STARTUP_TIMEOUT)
+
+# EventBridge Scheduler's firing of due schedules: the schedule group on moto, fired at the
+# fan-out through the Lambda proxy. Always runs (also with PUMP=0).
+.PHONY: local-scheduler
+local-scheduler: local-lambda-proxy ## Start the scheduler (due schedules of the group -> hikyaku-fanout)
+	@$(STACK) start-with-env scheduler $(STACK_ENV) -- $(HIKYAKU_LOCAL) scheduler $(SCHEDULER_ARGS)
+	@$(STACK) wait-alive scheduler 2
 
 .PHONY: local-pump
 local-pump: local-lambda-proxy ## Start the SQS -> sender pump (the event source mapping)

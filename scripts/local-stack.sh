@@ -22,7 +22,7 @@ LOCAL_DIR="${HIKYAKU_LOCAL_DIR:-$PWD/.local}"
 PID_DIR="$LOCAL_DIR/pids"
 LOG_DIR="$LOCAL_DIR/logs"
 # Start order; stop-all walks it backwards.
-SERVICES=(moto ses ses-proxy lambda-watch lambda-proxy sns-pump pump)
+SERVICES=(moto ses ses-proxy lambda-watch lambda-proxy sns-pump scheduler pump)
 
 die() { echo "error: $*" >&2; exit 1; }
 

@@ -125,6 +125,6 @@ fn chromium_shows_a_run_without_sends_as_such() {
     assert_eq!(chromium::svg(&dom, "send-rate-chart")["data-drawn"], "0");
     assert!(dom.contains("No sends recorded yet."), "{dom}");
     assert!(chromium::with_class(&dom, "rect", "rate-bar").is_empty());
-    assert_eq!(chromium::svg(&dom, "outcomes-chart")["data-drawn"], "11");
+    assert_eq!(chromium::svg(&dom, "outcomes-chart")["data-drawn"], "12");
     let _ = std::fs::remove_dir_all(&dir);
 }

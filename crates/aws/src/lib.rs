@@ -1,5 +1,6 @@
 //! hikyaku's adapters on AWS: every port of `hikyaku_core::ports` implemented on DynamoDB,
-//! SQS and SES v2, plus Lambda invocation and the shared SDK configuration.
+//! SQS and SES v2, plus Lambda invocation, campaign schedules on EventBridge Scheduler and the
+//! shared SDK configuration.
 //!
 //! SDK errors are classified here, by their type, into what core understands: a
 //! [`StoreError`](hikyaku_core::ports::StoreError) that is retryable or not, a
@@ -16,6 +17,7 @@ pub mod lambda;
 mod operations;
 pub mod retry;
 pub mod roles;
+pub mod scheduler;
 pub mod ses;
 pub mod setup;
 pub mod sns;
@@ -28,5 +30,6 @@ pub use dynamodb::{
 };
 pub use lambda::{FunctionInvoker, InvokeError};
 pub use retry::Backoff;
+pub use scheduler::SchedulerSchedules;
 pub use ses::SesSender;
 pub use sqs::SqsJobQueue;

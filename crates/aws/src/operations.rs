@@ -18,6 +18,7 @@ use crate::dynamodb::{
     DynamoSuppressions, DynamoTables,
 };
 use crate::roles::RoleAssumer;
+use crate::scheduler::SchedulerSchedules;
 use crate::ses::{SesAccount, SesSetup};
 use crate::sns::SnsTopics;
 use crate::sqs::{SqsDeadLetters, SqsQueues};
@@ -94,6 +95,11 @@ const ADAPTER_MODULES: &[(&str, &str, &[Adapter])] = &[
         "lambda.rs",
         "lambda",
         &[("FunctionInvoker", FunctionInvoker::OPERATIONS)],
+    ),
+    (
+        "scheduler.rs",
+        "scheduler",
+        &[("SchedulerSchedules", SchedulerSchedules::OPERATIONS)],
     ),
 ];
 

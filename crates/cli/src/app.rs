@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use hikyaku_aws::config::env_opt;
 use hikyaku_aws::setup::AwsSetupProbe;
 use hikyaku_aws::sqs::{SqsDeadLetters, SqsJobQueue};
-use hikyaku_aws::{DynamoStores, FunctionInvoker, Tables, load_sdk_config};
+use hikyaku_aws::{DynamoStores, FunctionInvoker, SchedulerSchedules, Tables, load_sdk_config};
 use hikyaku_core::doctor::SetupProbe;
 use hikyaku_core::ids::RunRef;
 use hikyaku_core::lifecycle::Action;
@@ -15,10 +15,12 @@ use hikyaku_core::ports::JobQueue;
 use hikyaku_core::ports::{CampaignStore, ContactStore, Ledger, RunStore, SuppressionList};
 use hikyaku_core::redrive::DeadLetters;
 use hikyaku_core::report::LedgerReader;
+use hikyaku_core::schedule::Schedules;
 
 use crate::cli::{CampaignCommand, Command, ContactsCommand, RunTarget, SuppressionCommand};
 use crate::commands::doctor::{self, StackNames};
-use crate::commands::{self, campaign, contacts, report, suppression};
+use crate::commands::schedule::ScheduleSettings;
+use crate::commands::{self, campaign, contacts, report, schedule, suppression};
 use crate::error::CliError;
 use crate::invoke::FunctionInvoke;
 use crate::output::Report;
@@ -41,6 +43,8 @@ pub struct Ports<'a> {
     pub probe: &'a dyn SetupProbe,
     /// The dead-letter queue and the send queue, when configured.
     pub queues: Option<(&'a dyn DeadLetters, &'a dyn JobQueue)>,
+    /// The campaign schedules of the stack's schedule group.
+    pub schedules: &'a dyn Schedules,
 }
 
 pub struct Settings {
@@ -51,6 +55,7 @@ pub struct Settings {
     pub now: fn() -> DateTime<Utc>,
     /// Where the stack's parts are, for `doctor`.
     pub stack: StackNames,
+    pub schedule: ScheduleSettings,
 }
 
 impl Settings {
@@ -76,6 +81,7 @@ impl Settings {
             progress: Progress::for_stderr(),
             now: Utc::now,
             stack,
+            schedule: ScheduleSettings::from_env()?,
         })
     }
 }
@@ -86,6 +92,7 @@ pub struct Aws {
     invoker: FunctionInvoker,
     probe: AwsSetupProbe,
     queues: Option<(SqsDeadLetters, SqsJobQueue)>,
+    schedules: SchedulerSchedules,
 }
 
 impl Aws {
@@ -116,6 +123,10 @@ impl Aws {
             stores: DynamoStores::new(&dynamodb, &tables),
             invoker: FunctionInvoker::new(aws_sdk_lambda::Client::new(&sdk)),
             probe: AwsSetupProbe::new(&sdk),
+            schedules: SchedulerSchedules::new(
+                aws_sdk_scheduler::Client::new(&sdk),
+                ScheduleSettings::from_env()?.group,
+            ),
         })
     }
 
@@ -133,8 +144,18 @@ impl Aws {
                 .queues
                 .as_ref()
                 .map(|(dlq, send)| (dlq as &dyn DeadLetters, send as &dyn JobQueue)),
+            schedules: &self.schedules,
         }
     }
+}
+
+/// The checks a command makes before any AWS client exists (a schedule's expression, zone,
+/// time and settings).
+pub fn check_before_aws(command: &Command, settings: &Settings) -> Result<(), CliError> {
+    if let Command::Campaign(CampaignCommand::Schedule(args)) = command {
+        schedule::check(&settings.schedule, args, (settings.now)())?;
+    }
+    Ok(())
 }
 
 pub async fn dispatch(
@@ -322,6 +343,25 @@ pub async fn dispatch(
                 .await?,
             )
         }
+        Command::Campaign(CampaignCommand::Schedule(args)) => Box::new({
+            if !args.force {
+                doctor::gate(ports.probe, ports.campaigns, &settings.stack, &args.id).await?;
+            }
+            schedule::schedule(
+                ports.campaigns,
+                ports.schedules,
+                &settings.schedule,
+                args,
+                now,
+            )
+            .await?
+        }),
+        Command::Campaign(CampaignCommand::Schedules(args)) => Box::new(
+            schedule::list(ports.schedules, &settings.schedule, args.id.as_ref(), now).await?,
+        ),
+        Command::Campaign(CampaignCommand::Unschedule(args)) => {
+            Box::new(schedule::unschedule(ports.schedules, &settings.schedule, &args.id).await?)
+        }
         Command::Suppression(SuppressionCommand::Add { emails, reason }) => {
             Box::new(suppression::add(ports.suppressions, emails, reason, now).await?)
         }
@@ -384,6 +424,7 @@ mod tests {
         suppressions: FakeSuppressions,
         queue: FakeQueue,
         probe: hikyaku_core::fakes::FakeSetupProbe,
+        schedules: hikyaku_core::schedule::fake::FakeSchedules,
     }
 
     /// The fan-out and, at once, a sender that sends to every recipient not suppressed.
@@ -457,6 +498,7 @@ mod tests {
             reader: &fakes.ledger,
             probe: &fakes.probe,
             queues: None,
+            schedules: &fakes.schedules,
         };
         let settings = Settings {
             fanout_function: "fanout-under-test".into(),
@@ -464,6 +506,7 @@ mod tests {
             progress: Progress::hidden(),
             now: Utc::now,
             stack: StackNames::default(),
+            schedule: ScheduleSettings::default(),
         };
         dispatch(&cli.command, &ports, &settings, cli.json).await
     }
@@ -682,6 +725,31 @@ mod tests {
         let forced = hikyaku(&fakes, &["campaign", "start", "demo", "--force"]).await;
         assert!(forced.is_ok());
         assert_eq!(fakes.runs.runs.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_bad_schedule_is_refused_before_any_aws_client_exists() {
+        let cli = Cli::try_parse_from([
+            "hikyaku",
+            "campaign",
+            "schedule",
+            "demo",
+            "--cron",
+            "0 9 * * MON",
+        ])
+        .unwrap();
+        let settings = Settings {
+            fanout_function: "f".into(),
+            poll_interval: Duration::from_millis(1),
+            progress: Progress::hidden(),
+            now: Utc::now,
+            stack: StackNames::default(),
+            schedule: ScheduleSettings::default(),
+        };
+        let err = check_before_aws(&cli.command, &settings).unwrap_err();
+        assert!(err.message.contains("has 5 fields"), "{err}");
+        let other = Cli::try_parse_from(["hikyaku", "suppression", "list"]).unwrap();
+        assert!(check_before_aws(&other.command, &settings).is_ok());
     }
 
     #[test]

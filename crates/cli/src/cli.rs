@@ -19,6 +19,9 @@ Environment (configuration comes from these variables only):
   HIKYAKU_FEEDBACK_FUNCTION    `doctor`: the function subscribed to it [default: hikyaku-feedback]
   HIKYAKU_SEND_QUEUE_URL       `doctor`, `resend-failed`: the send queue
   HIKYAKU_SEND_DLQ_URL         `doctor`, `resend-failed`: its dead-letter queue
+  HIKYAKU_FANOUT_FUNCTION_ARN  the fan-out's ARN, the target of `campaign schedule`
+  HIKYAKU_SCHEDULER_ROLE_ARN   the role schedules invoke the fan-out with (`campaign schedule`)
+  HIKYAKU_SCHEDULE_GROUP       the schedule group of campaign schedules [default: hikyaku]
   AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...
                                the AWS SDK's standard settings
   AWS_ENDPOINT_URL             another endpoint for every AWS service (locally: moto)
@@ -260,6 +263,13 @@ the operator's own data; they are not logged."
         #[arg(long)]
         csv: bool,
     },
+    /// Schedule runs on EventBridge Scheduler: once (--at) or repeatedly (--cron, --rate)
+    #[command(long_about = crate::commands::schedule::LONG_ABOUT)]
+    Schedule(crate::commands::schedule::ScheduleArgs),
+    /// List the schedule group's schedules with their next firing
+    Schedules(crate::commands::schedule::SchedulesArgs),
+    /// Remove a campaign's schedule (runs already started go on)
+    Unschedule(crate::commands::schedule::UnscheduleArgs),
 }
 
 /// Which run a lifecycle command acts on.
@@ -565,6 +575,9 @@ mod tests {
             Tables::DELIVERIES_VAR,
             Tables::SUPPRESSIONS_VAR,
             crate::app::FANOUT_FUNCTION_VAR,
+            crate::commands::schedule::FANOUT_ARN_VAR,
+            crate::commands::schedule::SCHEDULER_ROLE_VAR,
+            crate::commands::schedule::SCHEDULE_GROUP_VAR,
             "AWS_ENDPOINT_URL_LAMBDA",
         ] {
             assert!(help.contains(var), "{var} missing from --help");

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::app::{Aws, Settings, dispatch};
+use crate::app::{Aws, Settings, check_before_aws, dispatch};
 use crate::cli::Cli;
 use crate::error::CliError;
 use crate::output::Report;
@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<Box<dyn Report>, CliError> {
     let settings = Settings::from_env()?;
+    check_before_aws(&cli.command, &settings)?;
     let aws = Aws::from_env().await?;
     dispatch(&cli.command, &aws.ports(), &settings, cli.json).await
 }

@@ -21,6 +21,7 @@ pub mod ports;
 pub mod redrive;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod segment;
 pub mod send;
 pub mod template;

@@ -8,6 +8,8 @@
 //! - [`ses_proxy`] sits in front of the SES v2 emulator: it records what the emulator drops,
 //!   injects the SES errors a test asks for, and publishes the SES events of every accepted send
 //!   to the feedback topic as the mailbox simulator addresses decide them.
+//! - [`scheduler`] fires the due schedules of the schedule group (stored on moto) at the
+//!   fan-out, as EventBridge Scheduler does.
 //! - [`lambda_proxy`] sits in front of `cargo lambda watch` and gives its Invoke API AWS's
 //!   semantics (asynchronous `Event` invocations, function errors).
 //!
@@ -19,6 +21,7 @@ mod event_source;
 mod forward;
 pub mod lambda_proxy;
 pub mod pump;
+pub mod scheduler;
 pub mod server;
 pub mod ses_proxy;
 pub mod setup;

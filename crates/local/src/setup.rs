@@ -1,9 +1,10 @@
 //! Creates the stack's resources on the emulators, idempotently.
 //!
 //! The shapes mirror what `infra/` deploys: on-demand DynamoDB tables, the send queue with its
-//! dead-letter queue, and the feedback topic. One resource is local-only: the feedback tap, an
-//! SQS queue subscribed to the feedback topic, from which `hikyaku-local sns-pump` plays SNS's
-//! delivery to the feedback function (moto cannot invoke a function it does not run).
+//! dead-letter queue, the feedback topic and the schedule group of campaign schedules. One
+//! resource is local-only: the feedback tap, an SQS queue subscribed to the feedback topic, from
+//! which `hikyaku-local sns-pump` plays SNS's delivery to the feedback function (moto cannot
+//! invoke a function it does not run).
 
 use std::path::Path;
 
@@ -54,6 +55,12 @@ pub struct StackResources {
     pub send_dlq_url: String,
     pub send_dlq_arn: String,
     pub feedback_topic_arn: String,
+    /// The schedule group of campaign schedules (`hikyaku-local scheduler` fires them).
+    pub schedule_group: String,
+    /// The role schedules name; moto does not check it, the deployed stack's SchedulerRole.
+    pub scheduler_role_arn: String,
+    /// The target of campaign schedules: the fan-out, by its ARN as on AWS.
+    pub fanout_function_arn: String,
 }
 
 /// Where the functions find the emulators; written to the environment file next to the
@@ -232,6 +239,17 @@ pub async fn ensure_stack(
         subscribe_endpoint(&sns, &feedback_topic_arn, endpoint).await?;
     }
 
+    let schedule_group = options.prefix.clone();
+    ensure_schedule_group(&aws_sdk_scheduler::Client::new(sdk), &schedule_group).await?;
+    let region = sdk
+        .region()
+        .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
+    let account = send_queue_arn
+        .split(':')
+        .nth(4)
+        .unwrap_or("123456789012")
+        .to_owned();
+
     Ok(StackResources {
         contacts_table: name("contacts"),
         campaigns_table: name("campaigns"),
@@ -243,7 +261,38 @@ pub async fn ensure_stack(
         send_dlq_url,
         send_dlq_arn,
         feedback_topic_arn,
+        scheduler_role_arn: format!("arn:aws:iam::{account}:role/{schedule_group}-scheduler"),
+        fanout_function_arn: format!(
+            "arn:aws:lambda:{region}:{account}:function:{FANOUT_FUNCTION}"
+        ),
+        schedule_group,
     })
+}
+
+/// The function `cargo lambda watch` runs the fan-out as (its binary's name).
+const FANOUT_FUNCTION: &str = "hikyaku-fanout";
+
+/// Creates the schedule group unless it exists: moto's CreateScheduleGroup would replace an
+/// existing group, schedules and all.
+async fn ensure_schedule_group(
+    scheduler: &aws_sdk_scheduler::Client,
+    name: &str,
+) -> Result<(), SetupError> {
+    match scheduler.get_schedule_group().name(name).send().await {
+        Ok(_) => return Ok(()),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) => {}
+        Err(err) => return Err(aws_err("GetScheduleGroup", name, err)),
+    }
+    scheduler
+        .create_schedule_group()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| aws_err("CreateScheduleGroup", name, e))?;
+    Ok(())
 }
 
 /// Subscribes the SNS pump's HTTP endpoint to the topic. Subscribe is idempotent for the same
@@ -295,6 +344,15 @@ impl StackResources {
                 "HIKYAKU_FEEDBACK_TOPIC_ARN",
                 self.feedback_topic_arn.clone(),
             ),
+            ("HIKYAKU_SCHEDULE_GROUP", self.schedule_group.clone()),
+            (
+                "HIKYAKU_SCHEDULER_ROLE_ARN",
+                self.scheduler_role_arn.clone(),
+            ),
+            (
+                "HIKYAKU_FANOUT_FUNCTION_ARN",
+                self.fanout_function_arn.clone(),
+            ),
         ]
     }
 
@@ -322,6 +380,9 @@ impl StackResources {
             send_queue_url,
             send_dlq_url,
             feedback_topic_arn: get("HIKYAKU_FEEDBACK_TOPIC_ARN")?,
+            schedule_group: get("HIKYAKU_SCHEDULE_GROUP")?,
+            scheduler_role_arn: get("HIKYAKU_SCHEDULER_ROLE_ARN")?,
+            fanout_function_arn: get("HIKYAKU_FANOUT_FUNCTION_ARN")?,
         })
     }
 }
@@ -583,6 +644,10 @@ mod tests {
             send_dlq_url: "http://127.0.0.1:5000/123456789012/p-send-dlq".into(),
             send_dlq_arn: "arn:aws:sqs:us-east-1:123456789012:p-send-dlq".into(),
             feedback_topic_arn: "arn:aws:sns:us-east-1:123456789012:p-feedback".into(),
+            schedule_group: "p".into(),
+            scheduler_role_arn: "arn:aws:iam::123456789012:role/p-scheduler".into(),
+            fanout_function_arn: "arn:aws:lambda:us-east-1:123456789012:function:hikyaku-fanout"
+                .into(),
         }
     }
 
@@ -597,6 +662,8 @@ mod tests {
             "HIKYAKU_DELIVERIES_TABLE=p-deliveries",
             "HIKYAKU_SEND_DLQ_URL=http://127.0.0.1:5000/123456789012/p-send-dlq",
             "HIKYAKU_FEEDBACK_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:p-feedback",
+            "HIKYAKU_SCHEDULE_GROUP=p",
+            "HIKYAKU_FANOUT_FUNCTION_ARN=arn:aws:lambda:us-east-1:123456789012:function:hikyaku-fanout",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -14,6 +14,7 @@ mod helpers;
 mod lifecycle;
 mod report;
 mod resend;
+mod schedule;
 
 use std::collections::HashMap;
 use std::time::Duration;

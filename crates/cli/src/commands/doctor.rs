@@ -123,7 +123,10 @@ fn blocked(findings: &Findings) -> CliError {
         if failures.len() == 1 { "" } else { "s" },
         lines.join("\n")
     ))
-    .hint("fix them, then run `hikyaku doctor` again; `campaign start --force` starts anyway")
+    .hint(
+        "fix them, then run `hikyaku doctor` again; `campaign start --force` (or `schedule \
+         --force`) goes ahead anyway",
+    )
 }
 
 async fn campaign_of(campaigns: &dyn CampaignStore, id: &CampaignId) -> Result<Campaign, CliError> {

@@ -6,4 +6,5 @@ pub mod contacts;
 pub mod doctor;
 pub mod lifecycle;
 pub mod report;
+pub mod schedule;
 pub mod suppression;
