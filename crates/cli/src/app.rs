@@ -96,7 +96,9 @@ pub struct Aws {
 }
 
 impl Aws {
-    pub async fn from_env() -> Result<Aws, CliError> {
+    /// The adapters on the environment's AWS configuration and the queues and schedule group
+    /// `settings` read from it.
+    pub async fn from_env(settings: &Settings) -> Result<Aws, CliError> {
         let tables = Tables::from_env().map_err(|err| {
             CliError::new(err.to_string()).hint(
                 "set the five HIKYAKU_*_TABLE variables (see `hikyaku --help`); locally: \
@@ -109,12 +111,12 @@ impl Aws {
                 .hint("set AWS_REGION (or a region in your AWS profile)"));
         }
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        let var = |name: &str| env_opt(name).map_err(|err| CliError::new(err.to_string()));
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queues = match (var("HIKYAKU_SEND_DLQ_URL")?, var("HIKYAKU_SEND_QUEUE_URL")?) {
+        let stack = &settings.stack;
+        let queues = match (&stack.dead_letter_queue_url, &stack.send_queue_url) {
             (Some(dlq), Some(send)) => Some((
-                SqsDeadLetters::new(sqs.clone(), dlq),
-                SqsJobQueue::new(sqs, send),
+                SqsDeadLetters::new(sqs.clone(), dlq.clone()),
+                SqsJobQueue::new(sqs, send.clone()),
             )),
             _ => None,
         };
@@ -125,7 +127,7 @@ impl Aws {
             probe: AwsSetupProbe::new(&sdk),
             schedules: SchedulerSchedules::new(
                 aws_sdk_scheduler::Client::new(&sdk),
-                ScheduleSettings::from_env()?.group,
+                settings.schedule.group.clone(),
             ),
         })
     }

@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli) -> Result<Box<dyn Report>, CliError> {
     let settings = Settings::from_env()?;
     check_before_aws(&cli.command, &settings)?;
-    let aws = Aws::from_env().await?;
+    let aws = Aws::from_env(&settings).await?;
     dispatch(&cli.command, &aws.ports(), &settings, cli.json).await
 }
 
