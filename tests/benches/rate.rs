@@ -169,6 +169,7 @@ async fn in_process_runs(stack: &Stack, name: &str, sizes: &[usize]) -> Vec<RunR
                 JobRecipient {
                     email: EmailAddress::parse(&format!("{id}-{n:05}@example.com")).unwrap(),
                     attributes,
+                    position: None,
                 }
             })
             .collect();

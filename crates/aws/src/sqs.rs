@@ -451,6 +451,7 @@ mod tests {
             vec![JobRecipient {
                 email: EmailAddress::parse(&format!("r{i}@example.com")).unwrap(),
                 attributes,
+                position: None,
             }],
         )
     }

@@ -165,7 +165,8 @@ pub enum CampaignCommand {
         reason: Option<String>,
     },
     /// Resume a paused run: nobody is sent twice, nobody is skipped; a fan-out cut short by
-    /// the pause is continued from its checkpoint
+    /// the pause is continued from its checkpoint; a run its canary slice paused goes on
+    /// without the canary's verdict
     Resume {
         #[command(flatten)]
         target: RunTarget,

@@ -29,6 +29,12 @@
 //! send_rate = 10                                        # emails a second, at most
 //! min_sends = 200                                       # judge the rates from this many sends
 //! skip_mailed_within_days = 7                           # skip contacts mailed this recently
+//!
+//! [canary]                                              # optional: see `crate::canary`
+//! size = 1000                                           # or share = 0.05 of the audience
+//! wait_minutes = 30                                     # hold the rest this long after the fan-out
+//! above = 10000                                         # only for audiences larger than this
+//! # enabled = false                                     # no canary, not even the default one
 //! ```
 //!
 //! Every problem is reported with the field it is about, and all of them at once.
@@ -38,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::canary::{CanaryDefinition, CanaryPlan};
 use crate::contact::ListSchema;
 use crate::email::EmailAddress;
 use crate::ids::{CampaignId, ListId};
@@ -90,6 +97,9 @@ pub struct CampaignDefinition {
     pub ses: SesSettings,
     #[serde(default)]
     pub limits: Limits,
+    /// The `[canary]` table; absent: the default canary, for large audiences only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryDefinition>,
 }
 
 /// The `[from]` table: the sender's address and optional display name.
@@ -555,6 +565,8 @@ pub struct Campaign {
     pub template: MessageTemplate,
     pub ses: SesSettings,
     pub limits: Limits,
+    /// `None`: no canary slice.
+    pub canary: Option<CanaryPlan>,
     pub definition: CampaignDefinition,
 }
 
@@ -681,6 +693,7 @@ impl Campaign {
 
         check_ses(&def.ses, &mut problem);
         check_limits(&def.limits, &mut problem);
+        let canary = CanaryPlan::from_definition(def.canary.as_ref(), &mut problem);
 
         match (id, list, from, template) {
             (Some(id), Some(list), Some(from), Some(template)) if errors.is_empty() => {
@@ -693,6 +706,7 @@ impl Campaign {
                     template,
                     ses: def.ses.clone(),
                     limits: def.limits.clone(),
+                    canary,
                     definition: def,
                 })
             }
@@ -948,6 +962,44 @@ address = "news@hikyaku.example"
         assert_eq!(c.limits.max_complaint_rate, 0.001);
         assert_eq!(c.ses, SesSettings::default());
         assert!(c.template.text_is_derived());
+    }
+
+    #[test]
+    fn a_canary_table_is_read_and_its_mistakes_named() {
+        let c = Campaign::from_definition(
+            def(&format!(
+                "{MINIMAL}\n[canary]\nshare = 0.05\nwait_minutes = 45\nabove = 5000\n"
+            )),
+            None,
+        )
+        .unwrap();
+        let plan = c.canary.unwrap();
+        assert_eq!(plan.slice, crate::canary::SliceSize::Share(0.05));
+        assert_eq!((plan.wait_secs, plan.above), (2_700, Some(5_000)));
+        let json = serde_json::to_string(&c.definition).unwrap();
+        let back: CampaignDefinition = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c.definition);
+
+        let off = Campaign::from_definition(
+            def(&format!("{MINIMAL}\n[canary]\nenabled = false\n")),
+            None,
+        )
+        .unwrap();
+        assert_eq!(off.canary, None);
+        let default = Campaign::from_definition(def(MINIMAL), None).unwrap();
+        assert_eq!(default.canary.unwrap().above, Some(10_000));
+
+        let e = errors(&format!(
+            "{MINIMAL}\n[canary]\nsize = 0\nwait_minutes = -1\n"
+        ));
+        let text = e.to_string();
+        assert!(text.contains("canary.size"), "{text}");
+        assert!(text.contains("canary.wait_minutes"), "{text}");
+        let unknown =
+            CampaignDefinition::from_toml_str(&format!("{MINIMAL}\n[canary]\nslice = 10\n"), None)
+                .unwrap_err()
+                .to_string();
+        assert!(unknown.contains("slice"), "{unknown}");
     }
 
     #[test]

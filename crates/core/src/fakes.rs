@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::campaign::CampaignDefinition;
+use crate::canary::{CanaryOutcome, CanaryVerdict};
 use crate::contact::{Contact, ListSchema};
 use crate::email::EmailAddress;
 use crate::feedback::{
@@ -315,6 +316,24 @@ impl RunStore for FakeRuns {
 
     async fn resume(&self, run: &RunRef, _now: DateTime<Utc>) -> Result<bool, StoreError> {
         Ok(self.resume_from(run, RunState::Paused))
+    }
+
+    async fn settle_canary(
+        &self,
+        run: &RunRef,
+        verdict: &CanaryVerdict,
+        replacing: Option<CanaryOutcome>,
+    ) -> Result<bool, StoreError> {
+        let mut runs = locked(&self.runs);
+        let Some(record) = runs.get_mut(run) else {
+            return Ok(false);
+        };
+        let standing = record.canary_verdict.as_ref().map(|v| v.outcome);
+        if standing.is_some() && standing != replacing {
+            return Ok(false);
+        }
+        record.canary_verdict = Some(verdict.clone());
+        Ok(true)
     }
 
     async fn cancel(

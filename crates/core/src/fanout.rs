@@ -122,6 +122,7 @@ pub fn recipient_for(
     JobRecipient {
         email: contact.email,
         attributes,
+        position: None,
     }
 }
 
@@ -179,7 +180,10 @@ pub async fn fan_out(
     let run = request.run();
     let record = ports
         .runs
-        .start(&RunRecord::new(run.clone(), campaign.list.clone(), now()))
+        .start(
+            &RunRecord::new(run.clone(), campaign.list.clone(), now())
+                .with_canary(campaign.canary.clone()),
+        )
         .await?;
     if record.fanout_complete {
         return Ok(FanoutOutcome::AlreadyComplete {
@@ -273,8 +277,8 @@ async fn fan_out_under_lease(
 ) -> Result<FanoutOutcome, FanoutError> {
     // The lease may have been taken after a crash: read the cursor under our lease.
     let record = ports.runs.get(&run).await?.unwrap_or(record);
-    let mut cursor = record.cursor;
-    let mut progress = record.progress;
+    let mut cursor = record.cursor.clone();
+    let mut progress = record.progress.clone();
     let per_job = settings.recipients_per_job.clamp(1, MAX_RECIPIENTS_PER_JOB);
     let wanted = campaign.template.variables();
     loop {
@@ -319,6 +323,12 @@ async fn fan_out_under_lease(
             )
             .await?;
             progress.recently_mailed += (before - selected.len()) as u64;
+        }
+        if record.canary.is_some() {
+            // Places follow the checkpointed count, so a page read again gets the same ones.
+            for (place, recipient) in (progress.selected..).zip(selected.iter_mut()) {
+                recipient.position = Some(place);
+            }
         }
         progress.selected += selected.len() as u64;
         let jobs: Vec<SendJob> = selected

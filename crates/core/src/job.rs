@@ -16,6 +16,10 @@ pub struct JobRecipient {
     pub email: EmailAddress,
     #[serde(default, skip_serializing_if = "Attributes::is_empty")]
     pub attributes: Attributes,
+    /// The recipient's place in its run's audience, from 0; set for runs with a canary
+    /// slice, which sends those placed inside it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ mod tests {
             vec![JobRecipient {
                 email: EmailAddress::parse("aiko@example.com").unwrap(),
                 attributes,
+                position: None,
             }],
         )
     }

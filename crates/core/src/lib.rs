@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod campaign;
+pub mod canary;
 pub mod contact;
 pub mod doctor;
 pub mod email;

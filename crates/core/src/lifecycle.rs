@@ -6,10 +6,13 @@
 //! ledger, which knows who was sent: no one twice, no one skipped. A run paused while it was
 //! fanning out needs its fan-out invoked again, which [`Applied::continue_fanout`] says. A
 //! cancelled run is never sent again; its jobs record their recipients `cancelled`.
+//! Resuming a run its canary slice paused (or whose slice's wait is over) releases the
+//! canary: the operator has seen the figures, and the rest of the audience is sent.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::canary::{self, CanaryOutcome, CanaryVerdict};
 use crate::ids::RunRef;
 use crate::ports::{RunStore, StoreError};
 use crate::run::{RunRecord, RunState};
@@ -17,6 +20,8 @@ use crate::run::{RunRecord, RunState};
 /// The reason recorded when the operator gives none.
 pub const PAUSED_BY_OPERATOR: &str = "paused by the operator";
 pub const CANCELLED_BY_OPERATOR: &str = "cancelled by the operator";
+pub const RELEASED_BY_OPERATOR: &str =
+    "resumed by the operator after the canary slice: the rest of the audience is sent";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,7 +97,20 @@ pub async fn apply(
                 .await?;
             true
         }
-        Action::Resume => runs.resume(run, now).await?,
+        Action::Resume => {
+            if was == RunState::Paused && canary::resume_releases(&before, now) {
+                let release = CanaryVerdict {
+                    outcome: CanaryOutcome::Released,
+                    at: now,
+                    detail: RELEASED_BY_OPERATOR.to_owned(),
+                };
+                let replacing = before.canary_verdict.as_ref().map(|v| v.outcome);
+                if runs.settle_canary(run, &release, replacing).await? {
+                    tracing::info!(run = %run, "canary slice released by the operator's resume");
+                }
+            }
+            runs.resume(run, now).await?
+        }
         Action::Cancel => {
             runs.cancel(run, reason.unwrap_or(CANCELLED_BY_OPERATOR), now)
                 .await?
@@ -190,6 +208,42 @@ mod tests {
             .unwrap();
         assert_eq!(resumed.record.state, RunState::FanningOut);
         assert!(resumed.continue_fanout);
+    }
+
+    #[tokio::test]
+    async fn a_resume_during_the_canarys_wait_keeps_it_and_one_after_releases_it() {
+        let (runs, run) = world(RunState::Sending, true).await;
+        let fanout_done = Utc::now();
+        {
+            let mut stored = runs.runs.lock().unwrap();
+            let record = stored.get_mut(&run).unwrap();
+            record.canary = Some(crate::canary::CanaryPlan {
+                slice: crate::canary::SliceSize::Count(10),
+                wait_secs: 60,
+                above: None,
+            });
+            record.progress.selected = 100;
+            record.fanout_completed_at = Some(fanout_done);
+        }
+        apply(&runs, &run, Action::Pause, None, fanout_done)
+            .await
+            .unwrap();
+        let during = apply(&runs, &run, Action::Resume, None, fanout_done)
+            .await
+            .unwrap();
+        assert!(during.changed);
+        assert_eq!(during.record.canary_verdict, None, "the canary still runs");
+
+        let after = fanout_done + chrono::Duration::seconds(61);
+        apply(&runs, &run, Action::Pause, None, after)
+            .await
+            .unwrap();
+        let resumed = apply(&runs, &run, Action::Resume, None, after)
+            .await
+            .unwrap();
+        let verdict = resumed.record.canary_verdict.unwrap();
+        assert_eq!(verdict.outcome, CanaryOutcome::Released);
+        assert_eq!(verdict.detail, RELEASED_BY_OPERATOR);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::campaign::CampaignDefinition;
+use crate::canary::{CanaryOutcome, CanaryVerdict};
 use crate::contact::{Contact, ListSchema};
 use crate::email::EmailAddress;
 use crate::feedback::{
@@ -164,6 +165,14 @@ pub trait RunStore: Send + Sync {
         run: &RunRef,
         reason: &str,
         now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records the canary's verdict when the run has none, or when the one it has is
+    /// `replacing`; `Ok(false)` when another verdict stands (someone judged first).
+    async fn settle_canary(
+        &self,
+        run: &RunRef,
+        verdict: &CanaryVerdict,
+        replacing: Option<CanaryOutcome>,
     ) -> Result<bool, StoreError>;
     /// The campaign's runs, newest first.
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError>;

@@ -174,6 +174,7 @@ mod tests {
             .map(|i| JobRecipient {
                 email: EmailAddress::parse(&format!("r{i}@example.com")).unwrap(),
                 attributes: Default::default(),
+                position: None,
             })
             .collect();
         SendJob::new(run, attempt, recipients).to_body()

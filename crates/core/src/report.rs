@@ -465,6 +465,9 @@ pub struct RunReport {
     /// The stored state, or `completed` once every recipient is done.
     pub phase: String,
     pub pause_reason: Option<String>,
+    /// Where the run's canary slice stands (`crate::canary::describe`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     pub finished: bool,
     pub timing: Timing,
     pub audience: Audience,
@@ -513,6 +516,7 @@ impl RunReport {
             list: record.list.clone(),
             phase: status.phase().to_owned(),
             pause_reason: record.pause_reason.clone(),
+            canary: crate::canary::describe(record, now),
             finished: status.is_finished(),
             timing: Timing::of(&status, now),
             audience: Audience {
@@ -578,6 +582,7 @@ impl RunReport {
             "pause_reason",
             self.pause_reason.clone().unwrap_or_default(),
         );
+        run("canary", self.canary.clone().unwrap_or_default());
         run("started_at", report_time(self.timing.started_at));
         run("first_sent_at", opt_time(self.timing.first_sent_at));
         run("last_sent_at", opt_time(self.timing.last_sent_at));

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::canary::{CanaryPlan, CanaryVerdict};
 use crate::feedback::FeedbackCounts;
 use crate::ids::{ListId, RunRef};
 use crate::ledger::LedgerCounts;
@@ -114,6 +115,12 @@ pub struct RunRecord {
     /// What SES has reported about the run's mail so far.
     #[serde(default)]
     pub feedback: FeedbackCounts,
+    /// The run's canary slice, copied from its campaign at the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryPlan>,
+    /// The slice's verdict, once judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_verdict: Option<CanaryVerdict>,
 }
 
 impl RunRecord {
@@ -132,7 +139,15 @@ impl RunRecord {
             lease_owner: None,
             lease_until: None,
             feedback: FeedbackCounts::default(),
+            canary: None,
+            canary_verdict: None,
         }
+    }
+
+    /// The same record, with the canary slice `plan`.
+    pub fn with_canary(mut self, plan: Option<CanaryPlan>) -> RunRecord {
+        self.canary = plan;
+        self
     }
 }
 

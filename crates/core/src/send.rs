@@ -1,6 +1,7 @@
 //! The sender's work on one job: consent, claim, render, send, record. Every recipient ends
 //! in a terminal ledger state or goes back to the queue; none is sent twice and none is lost.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use crate::budget::{
     NoSlot, Pacer, sleep_until_us,
 };
 use crate::campaign::{Campaign, SendingAccount};
+use crate::canary::{self, CanaryOutcome, Delay, Gate, Judgement};
 use crate::email::EmailAddress;
 use crate::ids::{CampaignId, RunRef};
 use crate::job::{JobRecipient, SendJob};
@@ -25,7 +27,7 @@ use crate::ports::{
     CampaignStore, ClaimResult, ContactStore, EmailSender, JobQueue, Ledger, OutboundEmail,
     QueueError, RunStore, SendError, SendErrorClass, StoreError, SuppressionList,
 };
-use crate::run::RunState;
+use crate::run::{RunRecord, RunState};
 
 /// The `EmailTags` names that tie every SES event back to its campaign and run.
 pub const CAMPAIGN_TAG: &str = "hikyaku-campaign";
@@ -180,7 +182,7 @@ pub struct JobReport {
     /// Put back on the queue for a later attempt (throttling, transient errors, time).
     pub requeued: u32,
     /// Not sent because the run is paused or waits for quota (kept on the queue until it
-    /// sends again).
+    /// sends again), or because they are beyond the canary slice (kept until its verdict).
     pub held: u32,
     /// Recorded `cancelled`: the run was cancelled before they were sent to.
     pub cancelled: u32,
@@ -229,6 +231,8 @@ pub enum JobFailure {
     Account(BudgetError),
     #[error("a run waiting for quota could not be resumed: {0}")]
     Resume(StoreError),
+    #[error("the canary slice's verdict could not be recorded: {0}")]
+    Canary(StoreError),
 }
 
 /// The job names something that does not exist: it is recorded and acknowledged, not retried.
@@ -329,6 +333,101 @@ async fn job_campaign(
     }
 }
 
+/// While a canary's run may not yet know whether it has a canary, its held recipients look
+/// again this soon (or at the paused recheck, when that is shorter).
+const CANARY_UNDECIDED_RECHECK: Duration = Duration::from_secs(10);
+
+/// The part of `job` the run's canary lets through now, or `None`; the held part goes back
+/// to the queue until it may look again. The first job to find the slice's wait over judges
+/// the slice, and a failed slice pauses the run with its figures.
+async fn canary_admits(
+    ports: &SendPorts<'_>,
+    settings: &SendSettings,
+    campaign: &Campaign,
+    record: &RunRecord,
+    mut job: SendJob,
+    now: DateTime<Utc>,
+    report: &mut JobReport,
+) -> Result<Option<SendJob>, JobFailure> {
+    let run = job.run();
+    let mut record = Cow::Borrowed(record);
+    let (admit_below, delay) = loop {
+        match canary::gate(&record, now) {
+            Gate::Open => return Ok(Some(job)),
+            Gate::Hold { admit_below, delay } => break (admit_below, delay),
+            Gate::Due {
+                admit_below,
+                slice,
+                until,
+            } => {
+                let plan = record.canary.as_ref().expect("a due canary has a plan");
+                let guardrails = campaign.limits.guardrails();
+                let verdict = match canary::judge(
+                    plan,
+                    slice,
+                    &record.feedback,
+                    &guardrails,
+                    until,
+                    now,
+                ) {
+                    Judgement::Short { look_again_at } => {
+                        tracing::info!(run = %run, resolved = record.feedback.resolved_sends(), slice, "canary slice's feedback is not in yet; the rest waits");
+                        let wait = (look_again_at - now).to_std().unwrap_or_default();
+                        break (admit_below, Delay::Exactly(wait));
+                    }
+                    Judgement::Decided(verdict) => verdict,
+                };
+                if ports
+                    .runs
+                    .settle_canary(&run, &verdict, None)
+                    .await
+                    .map_err(JobFailure::Canary)?
+                {
+                    if verdict.outcome == CanaryOutcome::Failed {
+                        tracing::warn!(run = %run, verdict = %verdict, "canary slice failed; run paused");
+                        ports
+                            .runs
+                            .pause(&run, &verdict.detail, now)
+                            .await
+                            .map_err(JobFailure::Canary)?;
+                    } else {
+                        tracing::info!(run = %run, verdict = %verdict, "canary slice passed; the rest is sent");
+                    }
+                }
+                // Judged here or by another job meanwhile: the stored verdict rules.
+                let mut fresh = ports
+                    .runs
+                    .get(&run)
+                    .await
+                    .map_err(JobFailure::Canary)?
+                    .unwrap_or_else(|| record.clone().into_owned());
+                fresh.canary_verdict.get_or_insert(verdict);
+                record = Cow::Owned(fresh);
+            }
+        }
+    };
+    let (admitted, held) = canary::split(std::mem::take(&mut job.recipients), admit_below);
+    if !held.is_empty() {
+        let delay = delay.resolve(
+            settings.paused_recheck.min(CANARY_UNDECIDED_RECHECK),
+            settings.paused_recheck,
+        );
+        let back = SendJob::new(&run, job.attempt, held);
+        ports
+            .queue
+            .enqueue_delayed(&back, delay)
+            .await
+            .map_err(JobFailure::Requeue)?;
+        report.held += back.recipients.len() as u32;
+        tracing::info!(run = %run, held = back.recipients.len(), admitted = admitted.len(), delay_s = delay.as_secs(), "recipients beyond the canary slice held");
+    }
+    if admitted.is_empty() {
+        return Ok(None);
+    }
+    job.recipients = admitted;
+    Ok(Some(job))
+}
+
 pub async fn process_job(
     ports: &SendPorts<'_>,
     settings: &SendSettings,
@@ -408,6 +507,12 @@ pub async fn process_job(
         return Ok(report);
     }
     let campaign = job_campaign(ports, settings, cache, &job).await?;
+    let now = (ctx.now)();
+    let Some(job) =
+        canary_admits(ports, settings, &campaign, &record, job, now, &mut report).await?
+    else {
+        return Ok(report);
+    };
     let emails: Vec<EmailAddress> = job.recipients.iter().map(|r| r.email.clone()).collect();
     let suppressed = ports
         .suppressions

@@ -484,3 +484,76 @@ async fn contacts_another_run_mailed_within_the_cap_are_left_out() {
     assert!(seen.contains_key(allowed[1].as_str()));
     assert!(seen.contains_key(allowed[2].as_str()));
 }
+
+#[tokio::test]
+async fn every_recipient_gets_one_place_in_the_audience_even_across_a_crash() {
+    let world = World::new(1_000).await;
+    *world.queue.fail_after_calls.lock().unwrap() = Some(3);
+    fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap_err();
+    *world.queue.fail_after_calls.lock().unwrap() = None;
+    fan_out(
+        &world.ports(),
+        &request(),
+        &settings(100),
+        "inv-2",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let mut places: Vec<u64> = world
+        .queue
+        .jobs
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job.recipients.iter().map(|r| r.position.expect("placed")))
+        .collect();
+    places.sort_unstable();
+    let selected = (0..1_000).filter(|i| i % 3 != 2).count() as u64;
+    assert_eq!(places, (0..selected).collect::<Vec<_>>());
+    // Without a [canary] table the run carries the default canary.
+    let record = world.runs.get(&request().run()).await.unwrap().unwrap();
+    let plan = record.canary.expect("the default canary");
+    assert_eq!(plan.above, Some(hikyaku_core::canary::DEFAULT_ABOVE));
+}
+
+#[tokio::test]
+async fn a_campaign_without_a_canary_places_nobody() {
+    let world = World::new(20).await;
+    let toml =
+        CAMPAIGN_TOML.replace("id = \"spring\"", "id = \"plain\"") + "[canary]\nenabled = false\n";
+    let definition =
+        hikyaku_core::campaign::CampaignDefinition::from_toml_str(&toml, None).unwrap();
+    world.campaigns.create(&definition).await.unwrap();
+    let request = FanoutRequest {
+        campaign_id: CampaignId::parse("plain").unwrap(),
+        scheduled_time: at(),
+    };
+    fan_out(
+        &world.ports(),
+        &request,
+        &settings(100),
+        "inv-1",
+        &plenty,
+        &Utc::now,
+    )
+    .await
+    .unwrap();
+    let jobs = world.queue.jobs.lock().unwrap();
+    assert!(!jobs.is_empty());
+    assert!(
+        jobs.iter()
+            .flat_map(|job| &job.recipients)
+            .all(|r| r.position.is_none())
+    );
+}

@@ -166,6 +166,7 @@ fn job(addresses: &[&str]) -> SendJob {
                     hikyaku_core::contact::AttrValue::Str("Kenji".into()),
                 )]
                 .into(),
+                position: None,
             })
             .collect(),
     )
@@ -872,4 +873,187 @@ async fn a_pause_reaches_a_job_in_progress_within_a_recheck() {
     let delayed = world.queue.take_delayed();
     assert_eq!(delayed[0].1, world.settings.paused_recheck);
     assert_eq!(delayed[0].0.recipients.len() as u32, report.held);
+}
+
+mod canary {
+    use super::*;
+    use hikyaku_core::canary::{CanaryOutcome, CanaryPlan, SliceSize};
+    use hikyaku_core::feedback::FeedbackCounts;
+    use hikyaku_core::lifecycle::{Action, apply};
+
+    /// The run gets a canary slice of `size` (above `above`), `selected` recipients so far,
+    /// its fan-out done `done_secs_ago` seconds ago (`None`: still reading).
+    fn with_canary(
+        world: &World,
+        size: u64,
+        above: Option<u64>,
+        selected: u64,
+        done_secs_ago: Option<i64>,
+    ) {
+        let mut runs = world.runs.runs.lock().unwrap();
+        let record = runs.get_mut(&run()).unwrap();
+        record.canary = Some(CanaryPlan {
+            slice: SliceSize::Count(size),
+            wait_secs: 60,
+            above,
+        });
+        record.progress.selected = selected;
+        record.fanout_complete = done_secs_ago.is_some();
+        record.fanout_completed_at =
+            done_secs_ago.map(|ago| Utc::now() - chrono::Duration::seconds(ago));
+    }
+
+    /// A job of `all`, placed in the audience in that order.
+    fn placed(all: &[String]) -> SendJob {
+        let mut job = job(&refs(all));
+        for (place, recipient) in (0..).zip(job.recipients.iter_mut()) {
+            recipient.position = Some(place);
+        }
+        job
+    }
+
+    async fn feedback(world: &World, delivered: u64, complained: u64) {
+        let delta = FeedbackCounts {
+            delivered,
+            complained,
+            ..FeedbackCounts::default()
+        };
+        world.runs.add_feedback(&run(), &delta).await.unwrap();
+    }
+
+    fn a_minute_on() -> chrono::DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(61)
+    }
+
+    #[tokio::test]
+    async fn the_slice_goes_first_and_the_rest_once_its_rates_pass() {
+        let world = World::new().await;
+        with_canary(&world, 4, None, 10, Some(1));
+        let all = addresses(10);
+        let first = world.process(placed(&all), "t1").await.unwrap();
+        assert_eq!((first.sent, first.held), (4, 6));
+        let delayed = world.queue.take_delayed();
+        assert_eq!(delayed.len(), 1);
+        let (held, delay) = &delayed[0];
+        let places: Vec<_> = held.recipients.iter().map(|r| r.position).collect();
+        assert_eq!(places, (4..10).map(Some).collect::<Vec<_>>());
+        assert!(
+            (Duration::from_secs(57)..=Duration::from_secs(59)).contains(delay),
+            "held until the wait is over: {delay:?}"
+        );
+        // Too early, the held job goes back again.
+        let early = world.process(held.clone(), "t2").await.unwrap();
+        assert_eq!((early.sent, early.held), (0, 6));
+        world.queue.take_delayed();
+
+        feedback(&world, 4, 0).await;
+        let rest = world
+            .process_at(held.clone(), "t3", Duration::from_secs(600), &a_minute_on)
+            .await
+            .unwrap();
+        assert_eq!((rest.sent, rest.held), (6, 0));
+        let verdict = world.run_record().canary_verdict.unwrap();
+        assert_eq!(verdict.outcome, CanaryOutcome::Passed);
+        assert!(
+            verdict.detail.contains("over 4 resolved sends of 4"),
+            "{}",
+            verdict.detail
+        );
+        assert_eq!(world.sent_counts().len(), 10);
+        assert!(world.sent_counts().values().all(|&n| n == 1));
+    }
+
+    #[tokio::test]
+    async fn a_slice_over_the_guardrails_pauses_the_run_with_its_figures_until_a_resume() {
+        let world = World::new().await;
+        with_canary(&world, 4, None, 10, Some(1));
+        let all = addresses(10);
+        world.process(placed(&all), "t1").await.unwrap();
+        let (held, _) = world.queue.take_delayed().remove(0);
+        feedback(&world, 4, 1).await;
+
+        let judged = world
+            .process_at(held.clone(), "t2", Duration::from_secs(600), &a_minute_on)
+            .await
+            .unwrap();
+        assert_eq!((judged.sent, judged.held), (0, 6));
+        let record = world.run_record();
+        assert_eq!(record.state, RunState::Paused);
+        let reason = record.pause_reason.unwrap();
+        assert!(
+            reason.contains("canary slice: complaint rate 25.00% (1 of 4 resolved sends)"),
+            "{reason}"
+        );
+        assert_eq!(world.sender.sent_to().len(), 4, "nothing beyond the slice");
+
+        let resumed = apply(&world.runs, &run(), Action::Resume, None, a_minute_on())
+            .await
+            .unwrap();
+        assert!(resumed.changed);
+        assert_eq!(
+            resumed.record.canary_verdict.unwrap().outcome,
+            CanaryOutcome::Released
+        );
+        let (held, _) = world.queue.take_delayed().remove(0);
+        let rest = world
+            .process_at(held, "t3", Duration::from_secs(600), &a_minute_on)
+            .await
+            .unwrap();
+        assert_eq!(rest.sent, 6);
+        assert!(world.sent_counts().values().all(|&n| n == 1));
+    }
+
+    #[tokio::test]
+    async fn missing_feedback_is_waited_for_once_more_then_pauses_the_run() {
+        let world = World::new().await;
+        with_canary(&world, 4, None, 10, Some(1));
+        let all = addresses(10);
+        world.process(placed(&all), "t1").await.unwrap();
+        let (held, _) = world.queue.take_delayed().remove(0);
+        feedback(&world, 1, 0).await;
+
+        let short = world
+            .process_at(held.clone(), "t2", Duration::from_secs(600), &a_minute_on)
+            .await
+            .unwrap();
+        assert_eq!((short.sent, short.held), (0, 6));
+        assert_eq!(world.run_record().state, RunState::Sending);
+        assert!(world.run_record().canary_verdict.is_none());
+        let (held, delay) = world.queue.take_delayed().remove(0);
+        assert!(delay <= Duration::from_secs(60), "{delay:?}");
+
+        let two_minutes_on = || Utc::now() + chrono::Duration::seconds(122);
+        world
+            .process_at(held, "t3", Duration::from_secs(600), &two_minutes_on)
+            .await
+            .unwrap();
+        let record = world.run_record();
+        assert_eq!(record.state, RunState::Paused);
+        let reason = record.pause_reason.unwrap();
+        assert!(
+            reason.contains("only 1 of 4 sends have a reported fate"),
+            "{reason}"
+        );
+        assert_eq!(
+            record.canary_verdict.unwrap().outcome,
+            CanaryOutcome::Failed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_audience_is_held_only_until_the_fanout_knows_its_size() {
+        let world = World::new().await;
+        with_canary(&world, 4, Some(10), 8, None);
+        let all = addresses(9);
+        let first = world.process(placed(&all), "t1").await.unwrap();
+        assert_eq!((first.sent, first.held), (4, 5));
+        let (held, delay) = world.queue.take_delayed().remove(0);
+        assert_eq!(delay, Duration::from_secs(10));
+
+        // The fan-out ends at 9, not above 10: no canary, nothing waits.
+        with_canary(&world, 4, Some(10), 9, Some(0));
+        let rest = world.process(held, "t2").await.unwrap();
+        assert_eq!((rest.sent, rest.held), (5, 0));
+        assert!(world.run_record().canary_verdict.is_none());
+    }
 }

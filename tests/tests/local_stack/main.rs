@@ -4,6 +4,7 @@
 //! it. Each test seeds a list and campaign of its own and counts at the SES emulator's store.
 
 mod budget;
+mod canary;
 #[path = "../support/chromium.rs"]
 mod chromium;
 mod cross_account;

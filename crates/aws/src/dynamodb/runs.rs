@@ -15,11 +15,14 @@
 //! | `lease_until` | S | RFC 3339, for people |
 //! | `lease_until_ms` | N | epoch milliseconds, for conditions |
 //! | `fb_<counter>` | N | feedback counters (`fb_delivered`, `fb_hard_bounced`, ...), added to |
+//! | `canary` | M | `CanaryPlan`: the run's canary slice, written at the start |
+//! | `canary_verdict` | M | `CanaryVerdict` (`outcome`, `at`, `detail`), once judged |
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
+use hikyaku_core::canary::{CanaryOutcome, CanaryVerdict};
 use hikyaku_core::feedback::FeedbackCounts;
 use hikyaku_core::ids::{CampaignId, RunId, RunRef};
 use hikyaku_core::ports::{RunStore, StoreError};
@@ -48,6 +51,9 @@ const FANOUT_COMPLETED_AT: &str = "fanout_completed_at";
 const LEASE_OWNER: &str = "lease_owner";
 const LEASE_UNTIL: &str = "lease_until";
 const LEASE_UNTIL_MS: &str = "lease_until_ms";
+const CANARY: &str = "canary";
+const CANARY_VERDICT: &str = "canary_verdict";
+const OUTCOME: &str = "outcome";
 
 /// [`RunStore`] on the runs table. Reads that a decision depends on are strongly consistent.
 #[derive(Clone, Debug)]
@@ -159,6 +165,15 @@ impl TryFrom<&RunRecord> for Stored {
                 stored.insert(name.to_owned(), value);
             }
         }
+        if let Some(plan) = &record.canary {
+            stored.insert(CANARY.to_owned(), map_of("store run", "canary", plan)?);
+        }
+        if let Some(verdict) = &record.canary_verdict {
+            stored.insert(
+                CANARY_VERDICT.to_owned(),
+                map_of("store run", "canary verdict", verdict)?,
+            );
+        }
         Ok(Stored(stored))
     }
 }
@@ -189,7 +204,32 @@ impl TryFrom<Stored> for RunRecord {
             lease_owner: opt_s(&stored, LEASE_OWNER)?.map(str::to_owned),
             lease_until: opt_time(&stored, LEASE_UNTIL)?,
             feedback: feedback_of(&stored)?,
+            canary: opt_decoded(&stored, CANARY)?,
+            canary_verdict: opt_decoded(&stored, CANARY_VERDICT)?,
         })
+    }
+}
+
+/// `value` as a map attribute, through serde.
+fn map_of<T: serde::Serialize>(
+    operation: &'static str,
+    what: &str,
+    value: &T,
+) -> Result<AttributeValue, StoreError> {
+    serde_dynamo_sdk::to_attribute_value(value)
+        .map_err(|err| StoreError::new(operation, format!("{what} not storable: {err}"), false))
+}
+
+/// An optional attribute read back through serde.
+fn opt_decoded<T: serde::de::DeserializeOwned>(
+    stored: &Item,
+    name: &str,
+) -> Result<Option<T>, ItemError> {
+    match stored.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(value) => serde_dynamo_sdk::from_attribute_value(value.clone())
+            .map(Some)
+            .map_err(|err| ItemError::invalid(name, err)),
     }
 }
 
@@ -495,6 +535,32 @@ impl RunStore for DynamoRuns {
         }
     }
 
+    /// UpdateItem setting `canary_verdict`, conditioned on the run existing and having no
+    /// verdict, or one whose `outcome` is `replacing`.
+    #[tracing::instrument(skip_all, fields(run = %run, outcome = verdict.outcome.as_str()), err)]
+    async fn settle_canary(
+        &self,
+        run: &RunRef,
+        verdict: &CanaryVerdict,
+        replacing: Option<CanaryOutcome>,
+    ) -> Result<bool, StoreError> {
+        const OP: &str = "record canary verdict";
+        let mut update = Update::default();
+        update.set(CANARY_VERDICT, map_of(OP, "canary verdict", verdict)?);
+        let campaign = update.name(CAMPAIGN_ID);
+        let verdict_name = update.name(CANARY_VERDICT);
+        let mut condition =
+            format!("attribute_exists({campaign}) AND (attribute_not_exists({verdict_name})");
+        if let Some(replacing) = replacing {
+            let outcome = update.name(OUTCOME);
+            let old = update.value("replacing", s(replacing.as_str()));
+            condition.push_str(&format!(" OR {verdict_name}.{outcome} = {old}"));
+        }
+        condition.push(')');
+        update.condition = condition;
+        Ok(self.conditional_update(OP, run, update).await?.is_ok())
+    }
+
     /// Query on the campaign, newest run first, to the last page.
     #[tracing::instrument(skip_all, fields(campaign = %campaign), err)]
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError> {
@@ -565,7 +631,17 @@ mod tests {
 
     #[test]
     fn a_run_record_round_trips_through_its_item() {
-        let original = record();
+        let mut original = record();
+        original.canary = Some(hikyaku_core::canary::CanaryPlan {
+            slice: hikyaku_core::canary::SliceSize::Share(0.05),
+            wait_secs: 1_800,
+            above: Some(10_000),
+        });
+        original.canary_verdict = Some(CanaryVerdict {
+            outcome: CanaryOutcome::Failed,
+            at: at(10),
+            detail: "canary slice: complaint rate 1.00%".into(),
+        });
         let Stored(stored) = Stored::try_from(&original).unwrap();
         assert_eq!(stored[STATE], s("fanning_out"));
         assert_eq!(stored[LEASE_UNTIL_MS], n(at(10).timestamp_millis()));
@@ -697,5 +773,53 @@ mod tests {
 
         assert!(!done);
         assert_eq!(refused.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_canary_verdict_is_written_once_and_a_release_replaces_only_a_failure() {
+        let verdict = |outcome| CanaryVerdict {
+            outcome,
+            at: at(10),
+            detail: "canary slice".into(),
+        };
+        let written = mock!(Client::update_item)
+            .match_requests(|input| {
+                input.condition_expression()
+                    == Some(
+                        "attribute_exists(#campaign_id) AND (attribute_not_exists(#canary_verdict))",
+                    )
+            })
+            .then_output(|| UpdateItemOutput::builder().build());
+        let refused = mock!(Client::update_item)
+            .match_requests(|input| {
+                input.condition_expression()
+                    == Some(
+                        "attribute_exists(#campaign_id) AND (attribute_not_exists(#canary_verdict) OR #canary_verdict.#outcome = :replacing)",
+                    )
+                    && input.expression_attribute_values().and_then(|v| v.get(":replacing"))
+                        == Some(&s("failed"))
+            })
+            .then_error(|| {
+                UpdateItemError::ConditionalCheckFailedException(condition_failed(None))
+            });
+        let store = DynamoRuns::new(dynamo_client!(&written, &refused), "runs");
+
+        assert!(
+            store
+                .settle_canary(&run(), &verdict(CanaryOutcome::Passed), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .settle_canary(
+                    &run(),
+                    &verdict(CanaryOutcome::Released),
+                    Some(CanaryOutcome::Failed)
+                )
+                .await
+                .unwrap()
+        );
+        assert_eq!((written.num_calls(), refused.num_calls()), (1, 1));
     }
 }

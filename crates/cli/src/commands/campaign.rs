@@ -480,6 +480,9 @@ pub struct StatusReport {
     pub send_rate: Option<f64>,
     /// From the start to the last send (finished runs) or to now.
     pub elapsed_seconds: f64,
+    /// Where the run's canary slice stands; absent for a run without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     /// Bounce and complaint rates from SES's feedback, against the campaign's guardrails.
     pub rates: Rates,
     /// The run record and the ledger's counts as stored.
@@ -543,6 +546,7 @@ pub fn status_report(
         outstanding: status.outstanding(),
         send_rate: status.counts.send_rate(),
         elapsed_seconds: elapsed,
+        canary: hikyaku_core::canary::describe(&status.record, now),
         rates: Rates::new(&status.record.feedback, guardrails),
         run: status,
     }
@@ -618,6 +622,9 @@ impl Report for StatusReport {
         }
         if let Some(at) = record.resume_at {
             head.push(("resumes around", time(at)));
+        }
+        if let Some(canary) = &self.canary {
+            head.push(("canary", canary.clone()));
         }
         head.push((
             "started",

@@ -346,6 +346,9 @@ fn table_text(report: &RunReport) -> String {
     if let Some(reason) = &report.pause_reason {
         out.push_str(&format!("  reason: {reason}\n"));
     }
+    if let Some(canary) = &report.canary {
+        out.push_str(&format!("  canary: {canary}\n"));
+    }
     out.push_str(&format!(
         "  started {}, {}, elapsed {}\n",
         report_time(t.started_at),

@@ -116,6 +116,11 @@ pub fn render(report: &RunReport, generated_at: DateTime<Utc>) -> String {
             )
         })
         .unwrap_or_default();
+    let canary = report
+        .canary
+        .as_deref()
+        .map(|line| format!("<p class=\"meta\">Canary slice: {}</p>", esc(line)))
+        .unwrap_or_default();
     let cards = [
         ("audience", count(audience)),
         ("sent", count(d.sent)),
@@ -191,6 +196,7 @@ pub fn render(report: &RunReport, generated_at: DateTime<Utc>) -> String {
 <h1>{title}</h1>
 <p class="meta">list <b>{list}</b> · <b>{phase}</b> · started <b>{started}</b> · {ended} · elapsed <b>{elapsed}</b></p>
 {notice}
+{canary}
 <div class="cards">
 {cards}
 </div>
