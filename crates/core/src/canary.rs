@@ -343,6 +343,12 @@ pub fn gate(record: &RunRecord, now: DateTime<Utc>) -> Gate {
             admit_below,
             delay: Delay::Soon,
         },
+        // A share's bound grows with every page the fan-out reads: look again soon, so the
+        // slice is not held past the fan-out.
+        Wait::FanningOut if matches!(plan.slice, SliceSize::Share(_)) => Gate::Hold {
+            admit_below,
+            delay: Delay::Soon,
+        },
         // The wait begins when the fan-out ends, so it is at least this long.
         Wait::FanningOut => Gate::Hold {
             admit_below,
@@ -381,20 +387,34 @@ pub enum Judgement {
     },
 }
 
-/// Judges a slice of `slice` recipients whose wait ended at `until`, from the run's
-/// feedback counters. The rates are judged from the guardrails' `min_sends` resolved sends
-/// (or the whole slice, when it is smaller). When fewer have a known fate, the judge waits
-/// for as long again as the wait, then fails the canary: feedback that never arrives is a
-/// broken event destination, and going on blind is what a canary is there to prevent.
+/// What the judge reads: the slice's size, how many of it were sent (those suppressed,
+/// failed or unknown never bring feedback), and the run's feedback counters, which during the
+/// hold are the slice's.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceFigures<'a> {
+    pub slice: u64,
+    pub sent: u64,
+    pub feedback: &'a FeedbackCounts,
+}
+
+/// Judges a slice whose wait ended at `until`. The rates are judged from the guardrails'
+/// `min_sends` resolved sends, or from every send of the slice when it sent fewer. When fewer
+/// have a known fate, the judge waits for as long again as the wait, then fails the canary:
+/// feedback that never arrives is a broken event destination, and going on blind is what a
+/// canary is there to prevent.
 pub fn judge(
     plan: &CanaryPlan,
-    slice: u64,
-    feedback: &FeedbackCounts,
+    figures: &SliceFigures<'_>,
     guardrails: &Guardrails,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Judgement {
-    let need = guardrails.min_sends.min(slice).max(1);
+    let SliceFigures {
+        slice,
+        sent,
+        feedback,
+    } = *figures;
+    let need = guardrails.min_sends.min(sent).max(1);
     let resolved = feedback.resolved_sends();
     if resolved >= need {
         let judged = Guardrails {
@@ -406,7 +426,7 @@ pub fn judge(
             None => (
                 CanaryOutcome::Passed,
                 format!(
-                    "canary slice: bounce rate {:.2}% and complaint rate {:.2}% over {resolved} resolved sends of {slice}, within the campaign's limits of {:.2}% and {:.2}%",
+                    "canary slice: bounce rate {:.2}% and complaint rate {:.2}% over {resolved} resolved sends ({sent} sent of a slice of {slice}), within the campaign's limits of {:.2}% and {:.2}%",
                     percent(feedback.hard_bounced, resolved),
                     percent(feedback.complained, resolved),
                     guardrails.max_bounce_rate * 100.0,
@@ -426,13 +446,20 @@ pub fn judge(
             look_again_at: deadline.min(now + INCOMPLETE_RECHECK),
         };
     }
+    let detail = if sent == 0 {
+        format!(
+            "canary slice: none of its {slice} recipients was sent (suppressed, failed or refused), so there is nothing to judge it by; resume the run to send the rest without a verdict"
+        )
+    } else {
+        format!(
+            "canary slice: only {resolved} of its {sent} sends have a reported fate {} minutes after the fan-out, fewer than the {need} the rates are judged from; SES events may not reach the feedback function (see `hikyaku doctor`); resume the run to send the rest without a verdict",
+            (plan.wait_secs * 2).div_ceil(60)
+        )
+    };
     Judgement::Decided(CanaryVerdict {
         outcome: CanaryOutcome::Failed,
         at: now,
-        detail: format!(
-            "canary slice: only {resolved} of {slice} sends have a reported fate {} minutes after the fan-out, fewer than the {need} the rates are judged from; SES events may not reach the feedback function (see `hikyaku doctor`); resume the run to send the rest without a verdict",
-            (plan.wait_secs * 2).div_ceil(60)
-        ),
+        detail,
     })
 }
 
@@ -440,18 +467,14 @@ fn percent(count: u64, of: u64) -> f64 {
     count as f64 * 100.0 / of.max(1) as f64
 }
 
-/// Whether an operator's resume releases the canary: one that failed, or whose wait is over
-/// (the operator has seen the slice's figures). A resume during the wait leaves it running.
-pub fn resume_releases(record: &RunRecord, now: DateTime<Utc>) -> bool {
-    match record
+/// Whether an operator's resume releases the canary: only one that failed (the operator has
+/// seen its figures). A canary without a verdict keeps running, and is judged after the
+/// resume if its wait is over by then.
+pub fn resume_releases(record: &RunRecord) -> bool {
+    record
         .canary_verdict
         .as_ref()
-        .map(|verdict| verdict.outcome)
-    {
-        Some(CanaryOutcome::Failed) => true,
-        Some(_) => false,
-        None => matches!(gate(record, now), Gate::Due { .. }),
-    }
+        .is_some_and(|verdict| verdict.outcome == CanaryOutcome::Failed)
 }
 
 /// Where `record`'s canary stands, in a line for operators; `None` for a run without one.
@@ -613,6 +636,23 @@ mod tests {
     }
 
     #[test]
+    fn a_share_looks_again_soon_while_the_fanout_reads() {
+        let share = valid(CanaryDefinition {
+            share: Some(0.1),
+            ..CanaryDefinition::default()
+        });
+        // The first page is enqueued before its count is saved: nothing is surely inside
+        // yet, and the slice must not wait for the whole wait.
+        assert_eq!(
+            gate(&record(share, 0, None), at(1)),
+            Gate::Hold {
+                admit_below: 0,
+                delay: Delay::Soon
+            }
+        );
+    }
+
+    #[test]
     fn an_audience_that_fits_in_the_slice_is_not_held() {
         let count = valid(CanaryDefinition {
             size: Some(100),
@@ -751,12 +791,8 @@ mod tests {
                 delay: Delay::Stopped
             }
         );
-        assert!(resume_releases(&judged, at(72)));
-        assert!(!resume_releases(
-            &record(plan.clone(), 200, Some(10)),
-            at(40)
-        ));
-        assert!(resume_releases(&record(plan, 200, Some(10)), at(70)));
+        assert!(resume_releases(&judged));
+        assert!(!resume_releases(&record(plan, 200, Some(10))));
         let mut plain = record(valid(CanaryDefinition::default()), 200, Some(1));
         plain.canary = None;
         assert_eq!(gate(&plain, at(2)), Gate::Open);
@@ -852,32 +888,46 @@ mod tests {
         }
     }
 
+    fn figures(slice: u64, sent: u64, feedback: &FeedbackCounts) -> SliceFigures<'_> {
+        SliceFigures {
+            slice,
+            sent,
+            feedback,
+        }
+    }
+
+    fn judged(plan: &CanaryPlan, figures: SliceFigures<'_>, now: i64) -> Judgement {
+        judge(plan, &figures, &guardrails(), at(300), at(now))
+    }
+
+    fn decided(judgement: Judgement) -> CanaryVerdict {
+        match judgement {
+            Judgement::Decided(verdict) => verdict,
+            other => panic!("not judged: {other:?}"),
+        }
+    }
+
     #[test]
     fn the_judge_passes_a_clean_slice_and_fails_a_bad_one_with_the_figures() {
         let plan = valid(CanaryDefinition {
             size: Some(100),
-            wait_minutes: Some(1.0),
+            wait_minutes: Some(5.0),
             ..CanaryDefinition::default()
         });
-        // The slice is smaller than min_sends: it is judged from the whole slice.
-        let Judgement::Decided(pass) =
-            judge(&plan, 100, &counts(98, 2, 0), &guardrails(), at(60), at(61))
-        else {
-            panic!("judged")
-        };
+        // The slice is smaller than min_sends: it is judged from all of its sends.
+        let pass = decided(judged(&plan, figures(100, 100, &counts(98, 2, 0)), 301));
         assert_eq!(pass.outcome, CanaryOutcome::Passed);
         assert!(pass.detail.contains("bounce rate 2.00%"), "{}", pass.detail);
-        assert!(pass.detail.contains("over 100 resolved sends of 100"));
-        let Judgement::Decided(fail) = judge(
-            &plan,
-            100,
-            &counts(100, 0, 1),
-            &guardrails(),
-            at(60),
-            at(61),
-        ) else {
-            panic!("judged")
-        };
+        assert!(
+            pass.detail
+                .contains("over 100 resolved sends (100 sent of a slice of 100)"),
+            "{}",
+            pass.detail
+        );
+        // Five of the slice were suppressed: its 95 sends are all there is to judge by.
+        let fewer = decided(judged(&plan, figures(100, 95, &counts(95, 0, 0)), 301));
+        assert_eq!(fewer.outcome, CanaryOutcome::Passed);
+        let fail = decided(judged(&plan, figures(100, 100, &counts(100, 0, 1)), 301));
         assert_eq!(fail.outcome, CanaryOutcome::Failed);
         assert!(
             fail.detail
@@ -894,48 +944,32 @@ mod tests {
             wait_minutes: Some(5.0),
             ..CanaryDefinition::default()
         });
+        let half = counts(50, 0, 0);
         assert_eq!(
-            judge(
-                &plan,
-                100,
-                &counts(50, 0, 0),
-                &guardrails(),
-                at(300),
-                at(310)
-            ),
+            judged(&plan, figures(100, 100, &half), 310),
             Judgement::Short {
                 look_again_at: at(370)
             }
         );
         assert_eq!(
-            judge(
-                &plan,
-                100,
-                &counts(50, 0, 0),
-                &guardrails(),
-                at(300),
-                at(590)
-            ),
+            judged(&plan, figures(100, 100, &half), 590),
             Judgement::Short {
                 look_again_at: at(600)
             }
         );
-        let Judgement::Decided(fail) = judge(
-            &plan,
-            100,
-            &counts(50, 0, 0),
-            &guardrails(),
-            at(300),
-            at(600),
-        ) else {
-            panic!("judged")
-        };
+        let fail = decided(judged(&plan, figures(100, 100, &half), 600));
         assert_eq!(fail.outcome, CanaryOutcome::Failed);
         assert!(
             fail.detail
-                .contains("only 50 of 100 sends have a reported fate 10 minutes"),
+                .contains("only 50 of its 100 sends have a reported fate 10 minutes"),
             "{}",
             fail.detail
+        );
+        let none = decided(judged(&plan, figures(100, 0, &counts(0, 0, 0)), 600));
+        assert!(
+            none.detail.contains("none of its 100 recipients was sent"),
+            "{}",
+            none.detail
         );
     }
 }

@@ -318,6 +318,13 @@ impl RunStore for FakeRuns {
         Ok(self.resume_from(run, RunState::Paused))
     }
 
+    async fn count_canary_sends(&self, run: &RunRef, sent: u64) -> Result<(), StoreError> {
+        if let Some(record) = locked(&self.runs).get_mut(run) {
+            record.canary_sent += sent;
+        }
+        Ok(())
+    }
+
     async fn settle_canary(
         &self,
         run: &RunRef,

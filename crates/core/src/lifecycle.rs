@@ -6,8 +6,8 @@
 //! ledger, which knows who was sent: no one twice, no one skipped. A run paused while it was
 //! fanning out needs its fan-out invoked again, which [`Applied::continue_fanout`] says. A
 //! cancelled run is never sent again; its jobs record their recipients `cancelled`.
-//! Resuming a run its canary slice paused (or whose slice's wait is over) releases the
-//! canary: the operator has seen the figures, and the rest of the audience is sent.
+//! Resuming a run its canary slice paused releases the canary: the operator has seen the
+//! figures, and the rest of the audience is sent. A canary without a verdict keeps running.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -98,7 +98,7 @@ pub async fn apply(
             true
         }
         Action::Resume => {
-            if was == RunState::Paused && canary::resume_releases(&before, now) {
+            if was == RunState::Paused && canary::resume_releases(&before) {
                 let release = CanaryVerdict {
                     outcome: CanaryOutcome::Released,
                     at: now,
@@ -211,7 +211,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_resume_during_the_canarys_wait_keeps_it_and_one_after_releases_it() {
+    async fn a_resume_keeps_a_canary_without_verdict_and_releases_a_failed_one() {
         let (runs, run) = world(RunState::Sending, true).await;
         let fanout_done = Utc::now();
         {
@@ -225,25 +225,31 @@ mod tests {
             record.progress.selected = 100;
             record.fanout_completed_at = Some(fanout_done);
         }
-        apply(&runs, &run, Action::Pause, None, fanout_done)
-            .await
-            .unwrap();
-        let during = apply(&runs, &run, Action::Resume, None, fanout_done)
-            .await
-            .unwrap();
-        assert!(during.changed);
-        assert_eq!(during.record.canary_verdict, None, "the canary still runs");
-
+        // Paused during the wait, resumed after it: the next job still judges the slice.
         let after = fanout_done + chrono::Duration::seconds(61);
-        apply(&runs, &run, Action::Pause, None, after)
+        apply(&runs, &run, Action::Pause, None, fanout_done)
             .await
             .unwrap();
         let resumed = apply(&runs, &run, Action::Resume, None, after)
             .await
             .unwrap();
-        let verdict = resumed.record.canary_verdict.unwrap();
+        assert!(resumed.changed);
+        assert_eq!(resumed.record.canary_verdict, None, "the canary still runs");
+
+        let failed = CanaryVerdict {
+            outcome: CanaryOutcome::Failed,
+            at: after,
+            detail: "canary slice: bounce rate 9.00%".into(),
+        };
+        assert!(runs.settle_canary(&run, &failed, None).await.unwrap());
+        runs.pause(&run, &failed.detail, after).await.unwrap();
+        let released = apply(&runs, &run, Action::Resume, None, after)
+            .await
+            .unwrap();
+        let verdict = released.record.canary_verdict.unwrap();
         assert_eq!(verdict.outcome, CanaryOutcome::Released);
         assert_eq!(verdict.detail, RELEASED_BY_OPERATOR);
+        assert_eq!(released.record.state, RunState::Sending);
     }
 
     #[tokio::test]

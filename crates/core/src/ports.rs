@@ -174,6 +174,8 @@ pub trait RunStore: Send + Sync {
         verdict: &CanaryVerdict,
         replacing: Option<CanaryOutcome>,
     ) -> Result<bool, StoreError>;
+    /// Adds `sent` to the run's count of canary-slice sends.
+    async fn count_canary_sends(&self, run: &RunRef, sent: u64) -> Result<(), StoreError>;
     /// The campaign's runs, newest first.
     async fn list(&self, campaign: &CampaignId) -> Result<Vec<RunRecord>, StoreError>;
     /// Adds `delta` to the run's feedback counters; the run as it stands afterwards, or `None`

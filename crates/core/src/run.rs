@@ -118,6 +118,9 @@ pub struct RunRecord {
     /// The run's canary slice, copied from its campaign at the start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryPlan>,
+    /// Sends of the canary slice so far, counted by the senders for its judge.
+    #[serde(default)]
+    pub canary_sent: u64,
     /// The slice's verdict, once judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_verdict: Option<CanaryVerdict>,
@@ -140,6 +143,7 @@ impl RunRecord {
             lease_until: None,
             feedback: FeedbackCounts::default(),
             canary: None,
+            canary_sent: 0,
             canary_verdict: None,
         }
     }

@@ -337,9 +337,21 @@ async fn job_campaign(
 /// again this soon (or at the paused recheck, when that is shorter).
 const CANARY_UNDECIDED_RECHECK: Duration = Duration::from_secs(10);
 
-/// The part of `job` the run's canary lets through now, or `None`; the held part goes back
-/// to the queue until it may look again. The first job to find the slice's wait over judges
-/// the slice, and a failed slice pauses the run with its figures.
+/// What the canary makes of a job.
+struct Admission {
+    /// The part to send now.
+    admitted: Option<SendJob>,
+    /// The part held back, and how long it waits on the queue; put back only once the
+    /// admitted part is done, so a job that fails and is delivered again holds it once.
+    held: Option<(SendJob, Duration)>,
+    /// While the slice awaits its verdict: sends placed below this are the slice's, counted
+    /// on the run for the judge.
+    slice_below: Option<u64>,
+}
+
+/// Splits `job` by the run's canary. The first job to find the slice's wait over judges the
+/// slice; a failed slice pauses the run with its figures (again by any job that finds the
+/// run still sending, so a pause lost between the two writes is made up).
 async fn canary_admits(
     ports: &SendPorts<'_>,
     settings: &SendSettings,
@@ -347,13 +359,18 @@ async fn canary_admits(
     record: &RunRecord,
     mut job: SendJob,
     now: DateTime<Utc>,
-    report: &mut JobReport,
-) -> Result<Option<SendJob>, JobFailure> {
+) -> Result<Admission, JobFailure> {
     let run = job.run();
     let mut record = Cow::Borrowed(record);
     let (admit_below, delay) = loop {
         match canary::gate(&record, now) {
-            Gate::Open => return Ok(Some(job)),
+            Gate::Open => {
+                return Ok(Admission {
+                    admitted: Some(job),
+                    held: None,
+                    slice_below: None,
+                });
+            }
             Gate::Hold { admit_below, delay } => break (admit_below, delay),
             Gate::Due {
                 admit_below,
@@ -362,16 +379,14 @@ async fn canary_admits(
             } => {
                 let plan = record.canary.as_ref().expect("a due canary has a plan");
                 let guardrails = campaign.limits.guardrails();
-                let verdict = match canary::judge(
-                    plan,
+                let figures = canary::SliceFigures {
                     slice,
-                    &record.feedback,
-                    &guardrails,
-                    until,
-                    now,
-                ) {
+                    sent: record.canary_sent,
+                    feedback: &record.feedback,
+                };
+                let verdict = match canary::judge(plan, &figures, &guardrails, until, now) {
                     Judgement::Short { look_again_at } => {
-                        tracing::info!(run = %run, resolved = record.feedback.resolved_sends(), slice, "canary slice's feedback is not in yet; the rest waits");
+                        tracing::info!(run = %run, resolved = record.feedback.resolved_sends(), sent = record.canary_sent, slice, "canary slice's feedback is not in yet; the rest waits");
                         let wait = (look_again_at - now).to_std().unwrap_or_default();
                         break (admit_below, Delay::Exactly(wait));
                     }
@@ -383,16 +398,7 @@ async fn canary_admits(
                     .await
                     .map_err(JobFailure::Canary)?
                 {
-                    if verdict.outcome == CanaryOutcome::Failed {
-                        tracing::warn!(run = %run, verdict = %verdict, "canary slice failed; run paused");
-                        ports
-                            .runs
-                            .pause(&run, &verdict.detail, now)
-                            .await
-                            .map_err(JobFailure::Canary)?;
-                    } else {
-                        tracing::info!(run = %run, verdict = %verdict, "canary slice passed; the rest is sent");
-                    }
+                    tracing::info!(run = %run, verdict = %verdict, "canary slice judged");
                 }
                 // Judged here or by another job meanwhile: the stored verdict rules.
                 let mut fresh = ports
@@ -406,26 +412,54 @@ async fn canary_admits(
             }
         }
     };
-    let (admitted, held) = canary::split(std::mem::take(&mut job.recipients), admit_below);
-    if !held.is_empty() {
-        let delay = delay.resolve(
-            settings.paused_recheck.min(CANARY_UNDECIDED_RECHECK),
-            settings.paused_recheck,
-        );
-        let back = SendJob::new(&run, job.attempt, held);
+    if let Some(failed) = record
+        .canary_verdict
+        .as_ref()
+        .filter(|verdict| verdict.outcome == CanaryOutcome::Failed)
+    {
+        // This job found the run sending: the verdict's pause is not (yet) in place.
+        tracing::warn!(run = %run, verdict = %failed, "canary slice failed; run paused");
         ports
-            .queue
-            .enqueue_delayed(&back, delay)
+            .runs
+            .pause(&run, &failed.detail, now)
             .await
-            .map_err(JobFailure::Requeue)?;
-        report.held += back.recipients.len() as u32;
-        tracing::info!(run = %run, held = back.recipients.len(), admitted = admitted.len(), delay_s = delay.as_secs(), "recipients beyond the canary slice held");
+            .map_err(JobFailure::Canary)?;
     }
-    if admitted.is_empty() {
-        return Ok(None);
-    }
-    job.recipients = admitted;
-    Ok(Some(job))
+    let (admitted, held) = canary::split(std::mem::take(&mut job.recipients), admit_below);
+    let delay = delay.resolve(
+        settings.paused_recheck.min(CANARY_UNDECIDED_RECHECK),
+        settings.paused_recheck,
+    );
+    let held = (!held.is_empty()).then(|| (SendJob::new(&run, job.attempt, held), delay));
+    let admitted = (!admitted.is_empty()).then(|| {
+        job.recipients = admitted;
+        job
+    });
+    Ok(Admission {
+        admitted,
+        held,
+        slice_below: Some(admit_below),
+    })
+}
+
+/// Puts the recipients the canary holds back on the queue.
+async fn hold_back(
+    ports: &SendPorts<'_>,
+    held: Option<(SendJob, Duration)>,
+    admitted: usize,
+    report: &mut JobReport,
+) -> Result<(), JobFailure> {
+    let Some((back, delay)) = held else {
+        return Ok(());
+    };
+    ports
+        .queue
+        .enqueue_delayed(&back, delay)
+        .await
+        .map_err(JobFailure::Requeue)?;
+    report.held += back.recipients.len() as u32;
+    tracing::info!(run = %back.run(), held = back.recipients.len(), admitted, delay_s = delay.as_secs(), "recipients beyond the canary slice held");
+    Ok(())
 }
 
 pub async fn process_job(
@@ -508,9 +542,9 @@ pub async fn process_job(
     }
     let campaign = job_campaign(ports, settings, cache, &job).await?;
     let now = (ctx.now)();
-    let Some(job) =
-        canary_admits(ports, settings, &campaign, &record, job, now, &mut report).await?
-    else {
+    let admission = canary_admits(ports, settings, &campaign, &record, job, now).await?;
+    let Some(job) = admission.admitted else {
+        hold_back(ports, admission.held, 0, &mut report).await?;
         return Ok(report);
     };
     let emails: Vec<EmailAddress> = job.recipients.iter().map(|r| r.email.clone()).collect();
@@ -545,6 +579,10 @@ pub async fn process_job(
     report.max_lateness_ms = shared.max_lateness_us.load(Ordering::Relaxed) / 1000;
     let mut retry = Vec::new();
     let mut held = false;
+    let sent_steps: Vec<bool> = steps
+        .iter()
+        .map(|step| matches!(step, Step::Sent))
+        .collect();
     for (recipient, step) in job.recipients.iter().zip(steps) {
         match &step {
             Step::Broken(problem) => {
@@ -575,6 +613,21 @@ pub async fn process_job(
             .await
             .map_err(JobFailure::Requeue)?;
         tracing::info!(run = %run, recipients = next.recipients.len(), attempt = next.attempt, delay_s = delay.as_secs(), "recipients put back for a later attempt");
+    }
+    hold_back(ports, admission.held, job.recipients.len(), &mut report).await?;
+    if let Some(below) = admission.slice_below {
+        let slice_sent = job
+            .recipients
+            .iter()
+            .zip(&sent_steps)
+            .filter(|(recipient, sent)| **sent && recipient.position.is_some_and(|p| p < below))
+            .count() as u64;
+        if slice_sent > 0
+            && let Err(err) = ports.runs.count_canary_sends(&run, slice_sent).await
+        {
+            // The judge then asks for fewer resolved sends, never for more than were sent.
+            tracing::warn!(run = %run, error = %err, "canary slice's sends not counted");
+        }
     }
     Ok(report)
 }

@@ -955,7 +955,9 @@ mod canary {
         let verdict = world.run_record().canary_verdict.unwrap();
         assert_eq!(verdict.outcome, CanaryOutcome::Passed);
         assert!(
-            verdict.detail.contains("over 4 resolved sends of 4"),
+            verdict
+                .detail
+                .contains("over 4 resolved sends (4 sent of a slice of 4)"),
             "{}",
             verdict.detail
         );
@@ -1031,13 +1033,42 @@ mod canary {
         assert_eq!(record.state, RunState::Paused);
         let reason = record.pause_reason.unwrap();
         assert!(
-            reason.contains("only 1 of 4 sends have a reported fate"),
+            reason.contains("only 1 of its 4 sends have a reported fate"),
             "{reason}"
         );
         assert_eq!(
             record.canary_verdict.unwrap().outcome,
             CanaryOutcome::Failed
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_verdict_whose_pause_was_lost_pauses_the_run_at_the_next_job() {
+        let world = World::new().await;
+        with_canary(&world, 4, None, 10, Some(100));
+        world
+            .runs
+            .runs
+            .lock()
+            .unwrap()
+            .get_mut(&run())
+            .unwrap()
+            .canary_verdict = Some(hikyaku_core::canary::CanaryVerdict {
+            outcome: CanaryOutcome::Failed,
+            at: Utc::now(),
+            detail: "canary slice: complaint rate 25.00%".into(),
+        });
+        let all = addresses(10);
+        let report = world.process(placed(&all[4..]), "t1").await.unwrap();
+        assert_eq!((report.sent, report.held), (0, 6));
+        let record = world.run_record();
+        assert_eq!(record.state, RunState::Paused);
+        assert_eq!(
+            record.pause_reason.as_deref(),
+            Some("canary slice: complaint rate 25.00%")
+        );
+        let (_, delay) = world.queue.take_delayed().remove(0);
+        assert_eq!(delay, world.settings.paused_recheck);
     }
 
     #[tokio::test]

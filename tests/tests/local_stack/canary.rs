@@ -53,7 +53,10 @@ async fn the_slice_is_sent_first_and_the_rest_only_after_its_verdict() {
     let record = &status.record;
     let verdict = record.canary_verdict.clone().expect("the slice was judged");
     assert_eq!(verdict.outcome, CanaryOutcome::Passed, "{verdict}");
-    assert!(verdict.detail.contains("resolved sends of 40"), "{verdict}");
+    assert!(
+        verdict.detail.contains("(40 sent of a slice of 40)"),
+        "{verdict}"
+    );
     let done = record.fanout_completed_at.expect("fan-out complete");
     assert!(
         verdict.at >= done + chrono::Duration::seconds(12),

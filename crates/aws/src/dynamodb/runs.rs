@@ -16,6 +16,7 @@
 //! | `lease_until_ms` | N | epoch milliseconds, for conditions |
 //! | `fb_<counter>` | N | feedback counters (`fb_delivered`, `fb_hard_bounced`, ...), added to |
 //! | `canary` | M | `CanaryPlan`: the run's canary slice, written at the start |
+//! | `canary_sent` | N | sends of the canary slice, added to by the senders |
 //! | `canary_verdict` | M | `CanaryVerdict` (`outcome`, `at`, `detail`), once judged |
 
 use async_trait::async_trait;
@@ -54,6 +55,7 @@ const LEASE_UNTIL_MS: &str = "lease_until_ms";
 const CANARY: &str = "canary";
 const CANARY_VERDICT: &str = "canary_verdict";
 const OUTCOME: &str = "outcome";
+const CANARY_SENT: &str = "canary_sent";
 
 /// [`RunStore`] on the runs table. Reads that a decision depends on are strongly consistent.
 #[derive(Clone, Debug)]
@@ -165,6 +167,9 @@ impl TryFrom<&RunRecord> for Stored {
                 stored.insert(name.to_owned(), value);
             }
         }
+        if record.canary_sent > 0 {
+            stored.insert(CANARY_SENT.to_owned(), n(record.canary_sent));
+        }
         if let Some(plan) = &record.canary {
             stored.insert(CANARY.to_owned(), map_of("store run", "canary", plan)?);
         }
@@ -205,6 +210,7 @@ impl TryFrom<Stored> for RunRecord {
             lease_until: opt_time(&stored, LEASE_UNTIL)?,
             feedback: feedback_of(&stored)?,
             canary: opt_decoded(&stored, CANARY)?,
+            canary_sent: opt_n(&stored, CANARY_SENT)?.unwrap_or(0),
             canary_verdict: opt_decoded(&stored, CANARY_VERDICT)?,
         })
     }
@@ -535,6 +541,19 @@ impl RunStore for DynamoRuns {
         }
     }
 
+    /// UpdateItem adding to `canary_sent` (`ADD`, so concurrent senders never lose a count),
+    /// conditioned on the run existing.
+    #[tracing::instrument(skip_all, fields(run = %run, sent = sent), err)]
+    async fn count_canary_sends(&self, run: &RunRef, sent: u64) -> Result<(), StoreError> {
+        let mut update = Update::default();
+        update.add(CANARY_SENT, n(sent));
+        let campaign = update.name(CAMPAIGN_ID);
+        update.condition = format!("attribute_exists({campaign})");
+        self.conditional_update("count canary sends", run, update)
+            .await
+            .map(|_| ())
+    }
+
     /// UpdateItem setting `canary_verdict`, conditioned on the run existing and having no
     /// verdict, or one whose `outcome` is `replacing`.
     #[tracing::instrument(skip_all, fields(run = %run, outcome = verdict.outcome.as_str()), err)]
@@ -637,6 +656,7 @@ mod tests {
             wait_secs: 1_800,
             above: Some(10_000),
         });
+        original.canary_sent = 38;
         original.canary_verdict = Some(CanaryVerdict {
             outcome: CanaryOutcome::Failed,
             at: at(10),
