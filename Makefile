@@ -307,7 +307,8 @@ chromium: ## Install Chromium (apt-get install chromium) for the HTML report tes
 # under cargo lambda watch, so it reuses the test build.
 BENCH_FUNCTION_ENV := --function-env HIKYAKU_BUDGET_HEADROOM_PERCENT=0
 .PHONY: bench
-bench: tools ## Benchmarks on a local stack this target starts and stops (send rate against the budget)
+bench: tools ## Benchmarks: the canary's cost (in memory), then the send rate against the budget on a local stack this target starts and stops
+	$(CARGO) bench --profile dev -p hikyaku-tests --bench canary
 	@$(MAKE) local-down
 	@status=0; \
 	$(MAKE) local-up PUMP=0 WATCH_RELOAD=0 SETUP_ARGS="$(BENCH_FUNCTION_ENV)" \
