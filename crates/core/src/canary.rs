@@ -199,6 +199,14 @@ impl CanaryPlan {
             wait,
         }
     }
+
+    /// [`standing`](Self::standing) of a run as its record has it.
+    fn standing_of(&self, record: &RunRecord) -> Standing {
+        let done = record
+            .fanout_complete
+            .then(|| record.fanout_completed_at.unwrap_or(record.started_at));
+        self.standing(record.progress.selected, done)
+    }
 }
 
 fn wait_secs(minutes: f64) -> u64 {
@@ -327,14 +335,11 @@ pub fn gate(record: &RunRecord, now: DateTime<Utc>) -> Gate {
         }
         None => {}
     }
-    let done = record
-        .fanout_complete
-        .then(|| record.fanout_completed_at.unwrap_or(record.started_at));
     let Standing::Holding {
         admit_below,
         slice,
         wait,
-    } = plan.standing(record.progress.selected, done)
+    } = plan.standing_of(record)
     else {
         return Gate::Open;
     };
@@ -484,11 +489,8 @@ pub fn describe(record: &RunRecord, now: DateTime<Utc>) -> Option<String> {
         return Some(verdict.to_string());
     }
     let selected = record.progress.selected;
-    let done = record
-        .fanout_complete
-        .then(|| record.fanout_completed_at.unwrap_or(record.started_at));
     let minutes = plan.wait_secs.div_ceil(60);
-    Some(match plan.standing(selected, done) {
+    Some(match plan.standing_of(record) {
         Standing::Open => match plan.above {
             Some(above) if selected <= above => {
                 format!("not needed: the audience is not larger than {above}")
